@@ -1,0 +1,82 @@
+"""MLflow wiring: where runs go, how checkpoints are registered and found again.
+
+Default: an embedded store in the work directory (sqlite backend + a local
+artifact folder), viewable with the `mlflow ui` command printed by
+`ui_command`. `MLFLOW_TRACKING_URI` (or `tracking.uri`) points at a real server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.workdir import mlflow_dir
+
+# No telemetry from a training job: these machines (and many clusters) have no route out.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+import mlflow  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+
+
+def tracking_uri(cfg: Config) -> str:
+    if cfg.tracking.uri:
+        return cfg.tracking.uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{mlflow_dir(cfg) / 'mlflow.db'}"
+
+
+def _is_embedded(uri: str) -> bool:
+    return uri.startswith("sqlite:///") or uri.startswith("file:")
+
+
+def setup(cfg: Config) -> str:
+    """Point MLflow at the configured store; return the experiment id (created on first use)."""
+    uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    if found is not None:
+        return found.experiment_id
+    artifacts = None
+    if _is_embedded(uri):
+        artifacts = (mlflow_dir(cfg) / "artifacts").as_uri()
+    return mlflow.create_experiment(cfg.tracking.experiment, artifact_location=artifacts)
+
+
+def ui_command(cfg: Config) -> str:
+    uri = tracking_uri(cfg)
+    if not _is_embedded(uri):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
+def register_checkpoint(cfg: Config, run_id: str, artifact_path: str) -> str:
+    """Register `runs:/<run>/<artifact_path>` as a new version of `tracking.registered_model`.
+
+    MLflow 3 only lets `register_model` point at its own logged-model format, so
+    the version is created from the artifact URI directly. `models:/<name>@latest`
+    then resolves to this newest version: MLflow reserves the `latest` alias and
+    resolves it to the highest version itself.
+    """
+    client = MlflowClient()
+    name = cfg.tracking.registered_model
+    if client.search_registered_models(filter_string=f"name = '{name}'") == []:
+        client.create_registered_model(name)
+    run = client.get_run(run_id)
+    version = client.create_model_version(name, source=f"{run.info.artifact_uri}/{artifact_path}", run_id=run_id)
+    return version.version
+
+
+def resolve_model(uri: str) -> Path:
+    """A local directory for `models:/name@alias`, `models:/name/3`, `runs:/id/path` or a plain path."""
+    if uri.startswith(("models:/", "runs:/")):
+        return Path(mlflow.artifacts.download_artifacts(uri))
+    path = Path(uri).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"model '{uri}': no such checkpoint directory")
+    return path
