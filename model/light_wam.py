@@ -1,0 +1,127 @@
+"""Light-WAM: the backbone, the action expert and the two training objectives, composed.
+
+Batch: a dict of tensors, the contract between the offline cache and the model.
+
+| key              | shape              | dtype   | meaning                                                    |
+|------------------|--------------------|---------|------------------------------------------------------------|
+| `video_latents`  | [B, 16, F, h, w]   | float32 | normalized VAE latents of the clip, 2x2 avg-pooled (F = 3) |
+| `video_frame_mask` | [B, F]           | bool    | True where a latent frame has at least one real source frame |
+| `current_latent` | [B, 16, 1, H, W]   | float32 | full-resolution normalized latent of the current frame     |
+| `text`           | [B, L, text_dim]   | float32 | cached text-encoder embeddings (umT5: L=128, 4096)         |
+| `text_mask`      | [B, L]             | bool    | optional; True on real tokens (padding is zeroed)          |
+| `proprio`        | [B, P]             | float32 | normalized proprio state at the current frame              |
+| `actions`        | [B, H, A]          | float32 | normalized action chunk (training only)                    |
+| `action_mask`    | [B, H]             | bool    | True where the action is real, not end-of-episode padding  |
+
+`predict_actions` needs only `current_latent` (or `current_pixels` [B, 3, 1, Hpx, Wpx]
+in [-1, 1] plus a VAE), `text`, optional `text_mask`, and `proprio`.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKLWan
+from torch import nn
+
+from model.backbone import WanBackbone, reset_rope
+from model.expert import StateFusionActionExpert
+from model.vae import encode
+from model.video_objective import masked_video_loss, noise_clip
+from pipeline.config import ModelConfig
+
+BATCH_KEYS = ("video_latents", "video_frame_mask", "current_latent", "text", "text_mask", "proprio", "actions", "action_mask")
+
+
+def masked_action_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weighted_steps: int) -> torch.Tensor:
+    """MSE over real actions of the first `weighted_steps` steps of the chunk (0 = all steps)."""
+    m = mask.to(torch.float32)
+    if weighted_steps > 0:
+        m = m * (torch.arange(m.shape[1], device=m.device) < weighted_steps)
+    err = (pred.float() - target.float()).pow(2).mean(-1)  # [B, H]
+    return (err * m).sum() / m.sum().clamp(min=1.0)
+
+
+class LightWAM(nn.Module):
+    """`forward(batch)` -> losses (training); `predict_actions(batch)` -> [B, H, A] (inference)."""
+
+    def __init__(self, cfg: ModelConfig, inference: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        bb = cfg.backbone
+        # inference: build only the blocks the action path runs (up to the last fused one)
+        self.backbone = WanBackbone(bb, cfg.proprio_dim, num_layers=max(bb.adapter_layers) + 1 if inference else None)
+        dim = bb.num_attention_heads * bb.attention_head_dim
+        self.expert = StateFusionActionExpert(cfg.expert, dim, len(bb.adapter_layers), cfg.action_horizon, cfg.action_dim)
+        self.trainable_names = [n for n, p in self.named_parameters() if p.requires_grad]
+        self.inference_only = inference
+
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        if self.inference_only:
+            raise RuntimeError("this LightWAM was prepared for inference (truncated/merged); it cannot train")
+        cfg, bb = self.cfg, self.backbone
+        ctx = bb.context(batch["text"], batch["proprio"], batch.get("text_mask"))
+
+        # 1. Video branch: flow matching on the downsampled clip, first-frame-causal attention
+        video = batch["video_latents"]
+        tokens_per_frame = (video.shape[3] // bb.cfg.patch_size[1]) * (video.shape[4] // bb.cfg.patch_size[2])
+        noised = noise_clip(video, cfg.flow_shift, tokens_per_frame, generator)
+        _, pred = bb(noised.x_t, ctx, noised.timestep, first_frame_causal=True)
+        video_loss = masked_video_loss(pred, noised.target, batch["video_frame_mask"])
+
+        # 2. Action branch: the clean current frame at full resolution, stop after the last fused block
+        fused, _ = bb(batch["current_latent"], ctx, None, truncate=True)
+        actions = self.expert(fused)
+        action_loss = masked_action_loss(actions, batch["actions"], batch["action_mask"], cfg.action_weighted_steps)
+
+        loss = cfg.video_loss_weight * video_loss + cfg.action_loss_weight * action_loss
+        return {"loss": loss, "video_loss": video_loss.detach(), "action_loss": action_loss.detach()}
+
+    @torch.inference_mode()
+    def predict_actions(self, batch: dict[str, torch.Tensor], vae: AutoencoderKLWan | None = None) -> torch.Tensor:
+        """Normalized action chunk [B, H, A]: (VAE encode), one truncated backbone pass, the expert."""
+        latent = batch.get("current_latent")
+        if latent is None:
+            if vae is None:
+                raise ValueError("predict_actions: batch has no 'current_latent' and no VAE was given for 'current_pixels'")
+            latent = encode(vae, batch["current_pixels"])
+        bb = self.backbone
+        ctx = bb.context(batch["text"], batch["proprio"], batch.get("text_mask"))
+        fused, _ = bb(latent.to(ctx.dtype), ctx, None, truncate=True)
+        return self.expert(fused)
+
+    def for_inference(self) -> "LightWAM":
+        """Merge LoRA into the weights, drop LoRA modules and unused blocks; frozen, eval. Irreversible."""
+        self.backbone.merge_and_unload()
+        self.backbone.drop_unused_blocks()
+        self.inference_only = True
+        return self.eval().requires_grad_(False)
+
+
+def _fast_random_init(model: LightWAM, seed: int) -> None:
+    """Cheap uniform init for a model materialized from `meta` (benchmarks: the values do not matter)."""
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                bound = p[0].numel() ** -0.5
+                p.uniform_(-bound, bound, generator=gen)
+            else:
+                p.fill_(1.0 if name.endswith("weight") else 0.0)
+    reset_rope(model.backbone)
+
+
+def build_model(cfg: ModelConfig, inference: bool = False, fast_init: bool = False) -> LightWAM:
+    """The composed model on `cfg.device` / `cfg.dtype`.
+
+    `inference` builds only the blocks the action path needs; `fast_init` (random
+    backbone only) builds on `meta` and fills weights cheaply instead of the
+    library's per-layer init, which is what makes the 1.4B paper model quick to build.
+    """
+    dtype = getattr(torch, cfg.dtype)
+    if not fast_init or cfg.backbone.pretrained_path:
+        return LightWAM(cfg, inference).to(device=cfg.device, dtype=dtype)
+    with torch.device("meta"):
+        model = LightWAM(cfg, inference)
+    model = model.to_empty(device=cfg.device).to(dtype)
+    _fast_random_init(model, cfg.backbone.seed)
+    return model
