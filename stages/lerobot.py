@@ -143,6 +143,8 @@ class LeRobotDataset:
         """sha256 over meta files and every data/video file's size and content hash.
 
         Paths are relative to the root, so a copied dataset keeps its identity.
+        Videos of cameras not selected are left out: they cannot affect a cache
+        built from this instance (the camera list belongs in the cache key).
         """
         digest = hashlib.sha256()
         meta = sorted(p for p in (self.root / "meta").rglob("*") if p.is_file())

@@ -144,14 +144,16 @@ def write_v3_dataset(
     fps: int = 10,
     size: int = 32,
     episodes_per_file: int = 2,
-    tasks_as_index: bool = True,
+    tasks_layout: str = "index",
     state_dim: int = 6,
     action_dim: int = 4,
 ) -> Expected:
     """A v3.0 dataset: several episodes per data/video file, metadata in parquet.
 
-    `tasks_as_index` stores task text as the pandas index (LeRobot's writer);
-    otherwise as a plain `task` column.
+    `tasks_layout` says where tasks.parquet keeps the text: "index" (an unnamed
+    pandas index, stored as `__index_level_0__`, as LeRobot's writer does),
+    "named_index" (a pandas index named `task`, as its v2.1 converter does) or
+    "column" (a plain `task` column).
     """
     root = Path(root)
     exp = _expected(lengths, ["pick the cube", "open the drawer"], fps, cameras, state_dim, action_dim)
@@ -185,10 +187,15 @@ def write_v3_dataset(
             meta_rows.append(row)
     pq.write_table(pa.Table.from_pylist(meta_rows), _mkparent(root / "meta/episodes/chunk-000/file-000.parquet"))
 
-    if tasks_as_index:
-        tasks = pd.DataFrame({"task_index": range(len(exp.tasks))}, index=exp.tasks)
+    indices = range(len(exp.tasks))
+    if tasks_layout == "index":
+        tasks = pd.DataFrame({"task_index": indices}, index=exp.tasks)
+    elif tasks_layout == "named_index":
+        tasks = pd.DataFrame({"task_index": indices}, index=pd.Index(exp.tasks, name="task"))
+    elif tasks_layout == "column":
+        tasks = pd.DataFrame({"task_index": indices, "task": exp.tasks})
     else:
-        tasks = pd.DataFrame({"task_index": range(len(exp.tasks)), "task": exp.tasks})
+        raise ValueError(f"unknown tasks_layout {tasks_layout!r}")
     tasks.to_parquet(root / "meta/tasks.parquet")
 
     info = _info("v3.0", exp, size, codec, state_dim, action_dim,
