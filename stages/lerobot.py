@@ -108,7 +108,9 @@ class LeRobotDataset:
             )
         frame_index = columns["frame_index"][rows]
         if not np.array_equal(frame_index, np.arange(episode.length)):
-            raise DatasetError(f"{episode.data_path}: episode {episode.index} frame_index is not 0..{episode.length - 1}")
+            raise DatasetError(
+                f"{episode.data_path}: episode {episode.index} frame_index is not 0..{episode.length - 1}"
+            )
         return EpisodeFrames(
             timestamp=columns["timestamp"][rows],
             frame_index=frame_index,
@@ -182,7 +184,9 @@ class LeRobotDataset:
         try:
             return self.root / template.format(**fields)
         except (KeyError, IndexError, ValueError) as err:
-            raise DatasetError(f"{self.root / 'meta/info.json'}: cannot fill {template_key} {template!r} ({err})") from err
+            raise DatasetError(
+                f"{self.root / 'meta/info.json'}: cannot fill {template_key} {template!r} ({err})"
+            ) from err
 
     def _task_index(self, text: str, where: str) -> int:
         try:
@@ -218,7 +222,9 @@ class LeRobotDataset:
             chunk = index // chunks_size
             fields = dict(episode_chunk=chunk, chunk_index=chunk, episode_index=index, file_index=index)
             videos = {
-                camera: VideoSegment(self._path("video_path", video_key=camera, **fields), 0.0, length / self.fps)
+                camera: VideoSegment(
+                    self._path("video_path", video_key=camera, **fields), 0.0, length / self.fps
+                )
                 for camera in self.camera_keys
             }
             episodes.append(Episode(index, length, task, self._task_index(task, str(path)), self.fps,
@@ -231,7 +237,8 @@ class LeRobotDataset:
             raise DatasetError(f"{self.root / 'meta/episodes'}: no chunk-*/file-*.parquet episode tables")
         needed = ["episode_index", "tasks", "length", "data/chunk_index", "data/file_index"]
         for camera in self.camera_keys:
-            needed += [f"videos/{camera}/{f}" for f in ("chunk_index", "file_index", "from_timestamp", "to_timestamp")]
+            for name in ("chunk_index", "file_index", "from_timestamp", "to_timestamp"):
+                needed.append(f"videos/{camera}/{name}")
         episodes = []
         for path in files:
             for row in _read_parquet(path, needed).to_pylist():
