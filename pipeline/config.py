@@ -41,7 +41,8 @@ class DemoConfig:
     tasks: list[str] = field(default_factory=lambda: ["reach-v3", "drawer-close-v3", "button-press-topdown-v3"])
     episodes_per_task: int = 4
     seed: int = 0
-    cameras: list[str] = field(default_factory=lambda: ["corner2", "gripperPOV"])
+    # a close scene view and the wrist view (MetaWorld names; corner* renders are rotated upright)
+    cameras: list[str] = field(default_factory=lambda: ["corner", "gripperPOV"])
     width: int = 64
     height: int = 64
     fps: int = 20

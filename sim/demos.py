@@ -1,0 +1,191 @@
+"""The embedded demo dataset: MetaWorld scripted experts recorded as a LeRobot v3.0 dataset.
+
+`python -m sim.demos --out DIR [demo.tasks=[reach-v3] demo.episodes_per_task=2 ...]`
+generates into DIR; without `--out` it fills the work directory's demo slot.
+`ensure_demo_dataset(cfg)` is what `pipeline.run` calls: it generates once per
+demo config and returns at once when a complete dataset with that config exists.
+Generation writes to a temporary directory and renames it when complete, so an
+interrupted run never leaves a dataset that looks finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pipeline.config import Config, DemoConfig
+from pipeline.console import console
+from pipeline.workdir import demo_dataset_dir
+from sim.lerobot_writer import LeRobotV3Writer
+from sim.metaworld_env import ACTION_NAMES, STATE_NAMES, MetaWorldEnv
+
+MARKER = "demo_config.json"  # written last; its hash says which demo config the dataset holds
+FORMAT_VERSION = 1  # bump when the generator's output changes for the same config
+ATTEMPTS_PER_EPISODE = 4  # an expert may fail on a layout; give up after this many tries per episode
+
+
+class DemoError(RuntimeError):
+    """Generation cannot produce the requested dataset (the message says which task and why)."""
+
+
+@dataclass
+class DemoSummary:
+    path: Path
+    episodes: int
+    frames: int
+    attempts: int
+    seconds: float
+
+
+@dataclass
+class Episode:
+    """One recorded rollout: frame t holds the observation before action t."""
+
+    task: str
+    instruction: str
+    seed: int
+    success: bool
+    states: np.ndarray  # float32 [T, 4]
+    actions: np.ndarray  # float32 [T, 4]
+    images: dict[str, np.ndarray]  # camera -> uint8 [T, H, W, 3]
+
+
+def demo_config_hash(demo: DemoConfig) -> str:
+    payload = json.dumps({"format": FORMAT_VERSION, "demo": _demo_dict(demo)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _demo_dict(demo: DemoConfig) -> dict:
+    return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(demo).items()}
+
+
+def episode_seed(base_seed: int, task_index: int, attempt: int) -> int:
+    """Distinct, reproducible layout seed per (config seed, task, attempt)."""
+    return int(np.random.SeedSequence([base_seed, task_index, attempt]).generate_state(1)[0])
+
+
+def record_episode(env: MetaWorldEnv, seed: int) -> Episode:
+    """Roll out the scripted expert from the layout of `seed` until success or max_steps."""
+    obs = env.reset(seed)
+    states, actions, frames = [], [], {cam: [] for cam in env.cameras}
+    done, success = False, False
+    while not done:
+        action = env.expert_action()
+        states.append(obs["state"])
+        actions.append(action)
+        for cam in env.cameras:
+            frames[cam].append(obs["images"][cam])
+        obs, success, done = env.step(action)
+    return Episode(env.task, env.instruction, seed, success, np.stack(states), np.stack(actions),
+                   {cam: np.stack(f) for cam, f in frames.items()})
+
+
+def generate(demo: DemoConfig, out: Path, show_progress: bool = True) -> DemoSummary:
+    """Generate the dataset described by `demo` into `out` (replaced if it holds an older demo dataset)."""
+    out = Path(out).expanduser().resolve()
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise DemoError(f"refusing to overwrite {out}: it exists and is not a demo dataset")
+    if not demo.tasks or demo.episodes_per_task < 1:
+        raise DemoError("demo.tasks must name at least one task and demo.episodes_per_task must be >= 1")
+    start = time.perf_counter()
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        writer = LeRobotV3Writer(tmp, demo.fps, demo.cameras, demo.width, demo.height, demo.codec,
+                                 robot_type="sawyer", state_names=STATE_NAMES, action_names=ACTION_NAMES)
+        episodes, frames, attempts = _record_all(demo, writer, show_progress)
+        writer.finish()
+        (tmp / MARKER).write_text(json.dumps({"hash": demo_config_hash(demo), "demo": _demo_dict(demo)}, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return DemoSummary(out, episodes, frames, attempts, time.perf_counter() - start)
+
+
+def _record_all(demo: DemoConfig, writer: LeRobotV3Writer, show_progress: bool) -> tuple[int, int, int]:
+    total = len(demo.tasks) * demo.episodes_per_task
+    episodes = frames = attempts = 0
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, disable=not show_progress, transient=False) as progress:
+        bar = progress.add_task("demo episodes", total=total)
+        for task_index, task in enumerate(demo.tasks):
+            with MetaWorldEnv(task, demo.cameras, demo.width, demo.height, demo.max_steps) as env:
+                kept, max_attempts = 0, ATTEMPTS_PER_EPISODE * demo.episodes_per_task
+                for attempt in range(max_attempts):
+                    if kept == demo.episodes_per_task:
+                        break
+                    progress.update(bar, description=f"{task} (attempt {attempt + 1})")
+                    episode = record_episode(env, episode_seed(demo.seed, task_index, attempt))
+                    attempts += 1
+                    if not (episode.success or demo.keep_failed):
+                        continue
+                    writer.add_episode(episode.instruction, episode.states, episode.actions, episode.images)
+                    kept, episodes, frames = kept + 1, episodes + 1, frames + len(episode.states)
+                    progress.advance(bar)
+                if kept < demo.episodes_per_task:
+                    raise DemoError(
+                        f"the scripted expert for '{task}' succeeded in only {kept} of {max_attempts} attempts "
+                        f"within demo.max_steps={demo.max_steps}; raise demo.max_steps, set demo.keep_failed=true "
+                        f"or drop the task")
+    return episodes, frames, attempts
+
+
+def ensure_demo_dataset(cfg: Config) -> Path:
+    """The demo dataset for `cfg.demo`, generated only if no complete one with the same config exists."""
+    out = demo_dataset_dir(cfg)
+    marker = out / MARKER
+    if marker.exists() and json.loads(marker.read_text()).get("hash") == demo_config_hash(cfg.demo):
+        return out
+    summary = generate(cfg.demo, out)
+    print_summary(summary)
+    return out
+
+
+def print_summary(summary: DemoSummary) -> None:
+    console.print(f"demo dataset: {summary.episodes} episodes, {summary.frames} frames "
+                  f"({summary.attempts} rollouts) in {summary.seconds:.1f} s -> {summary.path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from pipeline.cli import parse_or_exit
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    out: str | None = None
+    rest = []
+    while args:
+        arg = args.pop(0)
+        if arg == "--out":
+            if not args:
+                raise SystemExit("--out needs a directory")
+            out = args.pop(0)
+        elif arg.startswith("--out="):
+            out = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    cfg = parse_or_exit(rest)
+    try:
+        if out is None:
+            path = ensure_demo_dataset(cfg)
+            console.print(f"demo dataset ready: {path}")
+        else:
+            print_summary(generate(cfg.demo, Path(out)))
+    except DemoError as err:
+        console.print(f"[red]demo generation failed:[/red] {err}")
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
