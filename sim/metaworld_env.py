@@ -22,9 +22,6 @@ import mujoco
 import numpy as np
 from metaworld.policies import ENV_POLICY_MAP
 
-# The bundled experts warn on every saturated command; the env clips to [-1, 1] anyway.
-warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
-
 Obs = dict[str, Any]  # {"images": {camera: uint8 [H, W, 3]}, "state": float32 [4]}
 
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_opening"]
@@ -135,7 +132,9 @@ class MetaWorldEnv:
         """MetaWorld's scripted policy for this task, fed the full (privileged) observation."""
         if self._full_obs is None:
             raise RuntimeError("call reset(seed) before expert_action()")
-        action = self._policy.get_action(self._full_obs)
+        with warnings.catch_warnings():  # the experts warn on saturated commands; we clip to [-1, 1] anyway
+            warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
+            action = self._policy.get_action(self._full_obs)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def robot_state(self) -> np.ndarray:

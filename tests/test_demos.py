@@ -1,0 +1,205 @@
+"""The embedded demo dataset: real MetaWorld rollouts written as real LeRobot v3.0 files.
+
+Every dataset here is tiny (32x32, a few short episodes), so the module runs in
+seconds while still exercising the simulator, the scripted experts, the video
+encoders and the reader.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import Codec, Config, DemoConfig
+from sim.demos import MARKER, DemoError, ensure_demo_dataset, episode_seed, generate, record_episode
+from sim.metaworld_env import MetaWorldEnv, instruction_for
+
+CAMERAS = ["corner", "gripperPOV"]
+TINY = DemoConfig(tasks=["reach-v3", "push-v3"], episodes_per_task=1, seed=0, cameras=CAMERAS,
+                  width=32, height=32, fps=20, max_steps=50)
+
+
+def expected_episodes(demo: DemoConfig):
+    """Re-run the generator's seed schedule directly on the simulator: what the dataset must hold."""
+    kept, outcomes = [], []
+    for task_index, task in enumerate(demo.tasks):
+        with MetaWorldEnv(task, demo.cameras, demo.width, demo.height, demo.max_steps) as env:
+            count, attempt = 0, 0
+            while count < demo.episodes_per_task:
+                episode = record_episode(env, episode_seed(demo.seed, task_index, attempt))
+                outcomes.append(episode.success)
+                if episode.success or demo.keep_failed:
+                    kept.append(episode)
+                    count += 1
+                attempt += 1
+    return kept, outcomes
+
+
+def read_data(root: Path) -> pd.DataFrame:
+    return pq.read_table(root / "data/chunk-000/file-000.parquet").to_pandas()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "tiny"
+    generate(TINY, out, show_progress=False)
+    return out
+
+
+def test_layout_and_metadata_are_v3(tiny: Path):
+    keys = [f"observation.images.{c}" for c in CAMERAS]
+    for rel in ["meta/info.json", "meta/stats.json", "meta/tasks.parquet", "meta/episodes/chunk-000/file-000.parquet",
+                "data/chunk-000/file-000.parquet"] + [f"videos/{k}/chunk-000/file-000.mp4" for k in keys]:
+        assert (tiny / rel).is_file(), rel
+    info = json.loads((tiny / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0"
+    assert (info["total_episodes"], info["total_tasks"], info["fps"]) == (2, 2, 20)
+    assert info["data_path"] == "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+    assert info["video_path"] == "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+    assert {"chunks_size", "data_files_size_in_mb", "video_files_size_in_mb"} <= set(info)
+    assert info["features"]["observation.state"]["shape"] == [4]
+    assert info["features"]["action"]["shape"] == [4]
+    for key in keys:
+        feature = info["features"][key]
+        assert feature["dtype"] == "video" and feature["shape"] == [32, 32, 3]
+        assert feature["info"]["video.codec"] == "h264" and feature["info"]["video.pix_fmt"] == "yuv420p"
+
+    tasks = pd.read_parquet(tiny / "meta/tasks.parquet")
+    assert list(tasks.index) == [instruction_for("reach-v3"), instruction_for("push-v3")]
+    assert list(tasks["task_index"]) == [0, 1]
+
+    episodes = pd.read_parquet(tiny / "meta/episodes/chunk-000/file-000.parquet")
+    data = read_data(tiny)
+    assert info["total_frames"] == len(data) == episodes["length"].sum()
+    assert list(data.columns) == ["observation.state", "action", "timestamp", "frame_index", "episode_index",
+                                  "index", "task_index"]
+    schema = pq.read_schema(tiny / "data/chunk-000/file-000.parquet")
+    assert str(schema.field("observation.state").type) == "fixed_size_list<element: float>[4]"
+    assert str(schema.field("action").type) == "fixed_size_list<element: float>[4]"
+    assert list(data["index"]) == list(range(len(data)))
+    for _, ep in episodes.iterrows():
+        rows = data[data["episode_index"] == ep["episode_index"]]
+        assert (rows["index"].min(), rows["index"].max() + 1) == (ep["dataset_from_index"], ep["dataset_to_index"])
+        assert list(rows["frame_index"]) == list(range(ep["length"]))
+        assert np.allclose(rows["timestamp"], np.arange(ep["length"]) / 20)
+        assert list(ep["tasks"]) == [tasks.index[rows["task_index"].iloc[0]]]
+        for key in keys:
+            assert ep[f"videos/{key}/from_timestamp"] == pytest.approx(ep["dataset_from_index"] / 20)
+            assert ep[f"videos/{key}/to_timestamp"] == pytest.approx(ep["dataset_to_index"] / 20)
+
+    stats = json.loads((tiny / "meta/stats.json").read_text())
+    for feature in ("observation.state", "action"):
+        assert set(stats[feature]) >= {"min", "max", "mean", "std"} and len(stats[feature]["mean"]) == 4
+
+    for key in keys:  # one video frame per row, timestamps exactly frame / fps
+        with av.open(str(tiny / f"videos/{key}/chunk-000/file-000.mp4")) as container:
+            times = [float(frame.time) for frame in container.decode(video=0)]
+        assert times == pytest.approx(list(np.arange(len(data)) / 20))
+
+
+def test_same_seed_gives_identical_parquet(tiny: Path, tmp_path: Path):
+    again = tmp_path / "again"
+    generate(TINY, again, show_progress=False)
+    for rel in ["data/chunk-000/file-000.parquet", "meta/episodes/chunk-000/file-000.parquet", "meta/tasks.parquet"]:
+        assert (again / rel).read_bytes() == (tiny / rel).read_bytes(), rel
+
+
+def test_state_is_robot_state_only():
+    with MetaWorldEnv("push-v3", CAMERAS, 32, 32, 20) as env:
+        obs = env.reset(3)
+        for _ in range(5):
+            obs, _, _ = env.step(env.expert_action())
+        full = env._full_obs  # MetaWorld's privileged 39-d observation, kept inside the wrapper
+        assert full.shape == (39,)
+        assert obs["state"].shape == (4,) and obs["state"].dtype == np.float32
+        assert np.allclose(obs["state"][:3], env._env.get_endeff_pos(), atol=1e-6)
+        assert np.allclose(obs["state"], full[:4], atol=1e-6)  # hand xyz + gripper opening, nothing else
+        assert set(obs["images"]) == set(CAMERAS)
+        assert all(img.shape == (32, 32, 3) and img.dtype == np.uint8 for img in obs["images"].values())
+
+
+def test_same_seed_same_rollout_and_seeds_change_layout():
+    with MetaWorldEnv("push-v3", ["corner"], 32, 32, 30) as env:
+        a, b, c = record_episode(env, 7), record_episode(env, 7), record_episode(env, 8)
+    assert np.array_equal(a.states, b.states) and np.array_equal(a.actions, b.actions)
+    assert np.array_equal(a.images["corner"], b.images["corner"])
+    assert not np.array_equal(a.actions, c.actions)
+
+
+def test_only_successful_episodes_are_kept(tmp_path: Path):
+    demo = replace(TINY, tasks=["reach-v3"], cameras=["corner"], episodes_per_task=2, max_steps=45)
+    expected, outcomes = expected_episodes(demo)
+    assert False in outcomes, "precondition: some rollout must fail so the filter is exercised"
+    generate(demo, tmp_path / "ds", show_progress=False)
+    data = read_data(tmp_path / "ds")
+    assert data["episode_index"].nunique() == len(expected) == 2
+    for index, episode in enumerate(expected):
+        assert episode.success
+        rows = data[data["episode_index"] == index]
+        assert np.array_equal(np.stack(rows["action"]), episode.actions)
+
+
+def test_expert_that_cannot_succeed_fails_clearly(tmp_path: Path):
+    demo = replace(TINY, tasks=["reach-v3"], max_steps=3)
+    with pytest.raises(DemoError, match="reach-v3.*demo.max_steps=3"):
+        generate(demo, tmp_path / "ds", show_progress=False)
+    assert not (tmp_path / "ds").exists()
+    assert not list(tmp_path.iterdir()), "no temporary directory left behind"
+
+
+def test_av1_dataset(tmp_path: Path):
+    demo = replace(TINY, tasks=["reach-v3"], max_steps=10, keep_failed=True, codec=Codec.av1)
+    generate(demo, tmp_path / "ds", show_progress=False)
+    info = json.loads((tmp_path / "ds/meta/info.json").read_text())
+    assert info["total_frames"] == 10  # a failed (cut) episode, kept on request
+    assert info["features"]["observation.images.corner"]["info"]["video.codec"] == "av1"
+    with av.open(str(tmp_path / "ds/videos/observation.images.corner/chunk-000/file-000.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.codec.id == av.codec.Codec("libsvtav1", "w").id  # AV1, whichever decoder reads it
+        assert len(list(container.decode(video=0))) == 10
+
+
+def test_ensure_demo_dataset_is_a_noop_the_second_time(tmp_path: Path, monkeypatch):
+    cfg = Config(workdir=str(tmp_path / "work"))
+    cfg.demo = replace(TINY, tasks=["reach-v3"], max_steps=10, keep_failed=True)
+    path = ensure_demo_dataset(cfg)
+    marker = (path / MARKER).read_text()
+    data = (path / "data/chunk-000/file-000.parquet").stat().st_mtime_ns
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("generate() called although the dataset is complete")
+
+    monkeypatch.setattr("sim.demos.generate", must_not_run)
+    assert ensure_demo_dataset(cfg) == path
+    assert (path / MARKER).read_text() == marker
+    assert (path / "data/chunk-000/file-000.parquet").stat().st_mtime_ns == data
+
+    monkeypatch.undo()  # a different demo config regenerates in place
+    cfg.demo = replace(cfg.demo, max_steps=5)
+    assert ensure_demo_dataset(cfg) == path
+    assert json.loads((path / "meta/info.json").read_text())["total_frames"] == 5
+
+
+def test_round_trip_through_the_reader(tiny: Path):
+    lerobot = pytest.importorskip("stages.lerobot")
+    dataset = lerobot.LeRobotDataset(tiny)
+    expected, _ = expected_episodes(TINY)
+    assert len(dataset.episodes) == len(expected)
+    for episode, truth in zip(dataset.episodes, expected):
+        assert episode.length == len(truth.states)
+        assert episode.task == truth.instruction
+        frames = dataset.frames(episode)
+        assert np.array_equal(frames.state, truth.states)
+        assert np.array_equal(frames.action, truth.actions)
+        for camera in CAMERAS:
+            decoded = dataset.read_images(episode, f"observation.images.{camera}", np.arange(episode.length))
+            assert decoded.shape == truth.images[camera].shape and decoded.dtype == np.uint8
+            error = np.abs(decoded.astype(np.int16) - truth.images[camera].astype(np.int16)).mean()
+            assert error < 10, f"episode {episode.index} {camera}: mean abs error {error:.1f}"
