@@ -1,0 +1,59 @@
+"""The inference policy: raw robot observations in, raw actions out.
+
+The model works in normalized space (min/max to [-1, 1], as the cache stores
+actions and proprio); this wrapper owns the normalization both ways, the VAE
+and a prepared (merged, truncated) model, so a sim loop or a server only calls `act`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import AutoencoderKLWan
+
+from model.light_wam import LightWAM
+
+
+@dataclass
+class MinMax:
+    """Per-dimension min/max normalization to [-1, 1] (constant dimensions map to -1)."""
+
+    low: torch.Tensor
+    high: torch.Tensor
+
+    @classmethod
+    def from_stats(cls, stats: dict, device: str = "cpu") -> "MinMax":
+        """From a LeRobot-style stats entry {"min": [...], "max": [...]}."""
+        return cls(torch.tensor(stats["min"], dtype=torch.float32, device=device),
+                   torch.tensor(stats["max"], dtype=torch.float32, device=device))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * (x - self.low) / (self.high - self.low).clamp(min=1e-8) - 1
+
+    def denormalize(self, y: torch.Tensor) -> torch.Tensor:
+        return (y + 1) / 2 * (self.high - self.low) + self.low
+
+
+class LightWAMPolicy:
+    """`act(pixels, state, text)` -> raw action chunk [H, A] for one observation."""
+
+    def __init__(self, model: LightWAM, vae: AutoencoderKLWan, state_norm: MinMax, action_norm: MinMax) -> None:
+        self.model = model if model.inference_only else model.for_inference()
+        self.vae = vae.eval().requires_grad_(False)
+        self.state_norm, self.action_norm = state_norm, action_norm
+        param = next(self.model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+
+    @torch.inference_mode()
+    def act(self, pixels: torch.Tensor, state: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """pixels [3, H, W] in [-1, 1] (cameras side by side), raw state [P], cached text [L, text_dim]."""
+        batch = {
+            "current_pixels": pixels.to(self.device, self.vae.dtype)[None, :, None],
+            "proprio": self.state_norm.normalize(state.to(self.device, torch.float32))[None].to(self.dtype),
+            "text": text.to(self.device, self.dtype)[None],
+        }
+        if text_mask is not None:
+            batch["text_mask"] = text_mask.to(self.device)[None]
+        actions = self.model.predict_actions(batch, vae=self.vae)[0]
+        return self.action_norm.denormalize(actions.float())
