@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,7 +27,9 @@ from pipeline.config import Config, DemoConfig
 from pipeline.console import console
 from pipeline.workdir import demo_dataset_dir
 from sim.lerobot_writer import LeRobotV3Writer
-from sim.metaworld_env import ACTION_NAMES, STATE_NAMES, MetaWorldEnv
+
+if TYPE_CHECKING:  # the simulator is imported only when generating, so an up-to-date check stays instant
+    from sim.metaworld_env import MetaWorldEnv
 
 MARKER = "demo_config.json"  # written last; its hash says which demo config the dataset holds
 FORMAT_VERSION = 1  # bump when the generator's output changes for the same config
@@ -94,8 +97,10 @@ def generate(demo: DemoConfig, out: Path, show_progress: bool = True) -> DemoSum
     out = Path(out).expanduser().resolve()
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise DemoError(f"refusing to overwrite {out}: it exists and is not a demo dataset")
-    if not demo.tasks or demo.episodes_per_task < 1:
-        raise DemoError("demo.tasks must name at least one task and demo.episodes_per_task must be >= 1")
+    from sim.metaworld_env import ACTION_NAMES, STATE_NAMES
+
+    _validate(demo)
+
     start = time.perf_counter()
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -115,7 +120,29 @@ def generate(demo: DemoConfig, out: Path, show_progress: bool = True) -> DemoSum
     return DemoSummary(out, episodes, frames, attempts, time.perf_counter() - start)
 
 
+def _validate(demo: DemoConfig) -> None:
+    """Reject a bad demo config before any simulation or file is made."""
+    from sim.metaworld_env import CAMERA_NAMES, task_names
+
+    problems = []
+    if not demo.tasks or demo.episodes_per_task < 1:
+        problems.append("demo.tasks must name at least one task and demo.episodes_per_task must be >= 1")
+    unknown = [t for t in demo.tasks if t not in task_names()]
+    if unknown:
+        problems.append(f"unknown task(s) {unknown}; available: {', '.join(task_names())}")
+    if not demo.cameras or any(c not in CAMERA_NAMES for c in demo.cameras):
+        problems.append(f"demo.cameras {demo.cameras} must be some of: {', '.join(CAMERA_NAMES)}")
+    if demo.width < 16 or demo.height < 16 or demo.width % 2 or demo.height % 2:
+        problems.append(f"demo.width/height must be even and >= 16 (yuv420p video), got {demo.width}x{demo.height}")
+    if not 1 <= demo.max_steps <= 500 or demo.fps < 1:
+        problems.append("demo.max_steps must lie in [1, 500] (MetaWorld's limit) and demo.fps must be >= 1")
+    if problems:
+        raise DemoError("; ".join(problems))
+
+
 def _record_all(demo: DemoConfig, writer: LeRobotV3Writer, show_progress: bool) -> tuple[int, int, int]:
+    from sim.metaworld_env import MetaWorldEnv
+
     total = len(demo.tasks) * demo.episodes_per_task
     episodes = frames = attempts = 0
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]

@@ -27,6 +27,8 @@ Obs = dict[str, Any]  # {"images": {camera: uint8 [H, W, 3]}, "state": float32 [
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_opening"]
 ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "gripper"]
 
+# Cameras every MetaWorld v3 scene defines.
+CAMERA_NAMES = ["topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV"]
 # MetaWorld's corner cameras are mounted rolled by 180 degrees; their renders are rotated back.
 UPSIDE_DOWN_CAMERAS = {"corner", "corner2", "corner3", "corner4"}
 

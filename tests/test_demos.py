@@ -203,3 +203,10 @@ def test_round_trip_through_the_reader(tiny: Path):
             assert decoded.shape == truth.images[camera].shape and decoded.dtype == np.uint8
             error = np.abs(decoded.astype(np.int16) - truth.images[camera].astype(np.int16)).mean()
             assert error < 10, f"episode {episode.index} {camera}: mean abs error {error:.1f}"
+
+
+def test_bad_demo_config_is_rejected_before_simulating(tmp_path: Path):
+    demo = replace(TINY, tasks=["reach-v3", "no-such-task-v3"], cameras=["corner", "no-such-camera"])
+    with pytest.raises(DemoError, match="no-such-task-v3.*no-such-camera"):
+        generate(demo, tmp_path / "ds", show_progress=False)
+    assert not list(tmp_path.iterdir())
