@@ -174,6 +174,7 @@ class TrainConfig:
     num_workers: int = 4
     use_gpu: bool = False
     checkpoint_every: int = 1000
+    max_failures: int = 3  # worker restarts from the last checkpoint before the run fails
     log_every: int = 10
     plot_every: int = 1000
     activation_checkpointing: bool = False
