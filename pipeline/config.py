@@ -101,10 +101,11 @@ class CacheConfig:
     latent_downsample: int = 2
     dtype: str = "float32"
     samples_per_shard: int = 256
-    encode_batch_size: int = 4
-    encode_actors: int = 1
-    device: str = "cpu"
-    max_reject_fraction: float = 0.1
+    encode_batch_size: int = 4  # clips per VAE call
+    encode_actors: int = 1  # VAE actors (one per GPU when the cluster has GPUs)
+    encode_threads: int = 0  # torch threads per CPU encode actor; 0 = the node's CPUs / actors
+    device: str = "auto"  # auto = cuda actors when the cluster has GPUs, else cpu
+    max_reject_fraction: float = 0.1  # fail the run when more episodes than this are rejected
     vae: VaeConfig = field(default_factory=VaeConfig)
     text: TextConfig = field(default_factory=TextConfig)
 

@@ -1,0 +1,46 @@
+"""How the pipeline gets a Ray cluster: join one that exists, or start a private loopback one.
+
+`cfg.cluster.address` (or `$RAY_ADDRESS`) names an existing cluster to join. Otherwise
+an embedded single-node cluster is started bound to 127.0.0.1 with the dashboard off.
+A fresh local cluster enables token auth; since this one is reachable only over
+loopback and lives only as long as this process, auth is disabled for it alone.
+Whatever this context started, it shuts down; a joined cluster is left running.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import ray
+
+from pipeline.config import ClusterConfig
+
+
+def cluster_address(cfg: ClusterConfig) -> str:
+    return cfg.address or os.environ.get("RAY_ADDRESS", "")
+
+
+@contextmanager
+def ray_session(cfg: ClusterConfig) -> Iterator[dict]:
+    """Yield the cluster's resources; reuse a session already initialised in this process."""
+    if ray.is_initialized():  # e.g. a test fixture owns the session
+        yield ray.cluster_resources()
+        return
+    address = cluster_address(cfg)
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        os.environ["RAY_AUTH_MODE"] = "disabled"  # loopback-only, process-lifetime cluster
+        ray.init(
+            _node_ip_address=cfg.node_ip or "127.0.0.1",
+            include_dashboard=False,
+            num_cpus=cfg.num_cpus or os.cpu_count(),
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    try:
+        yield ray.cluster_resources()
+    finally:
+        ray.shutdown()

@@ -1,0 +1,199 @@
+"""The validating cache loader training uses.
+
+`open_cache(cfg)` finds the cache whose identity is exactly what `cfg` asks for
+(dataset fingerprint, cache settings, VAE and text-encoder identities, schema),
+or one from which it can be derived (a coarser `latent_downsample`, pooled on
+load), and otherwise refuses, naming every field that differs. `CacheDataset`
+iterates the samples as dicts of tensors, split by (rank, world_size) and by
+DataLoader worker, with actions and proprio normalized to [-1, 1] by the
+manifest's min/max. Shards are read with `tarfile` and `np.load(allow_pickle=False)`:
+no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from pipeline.config import Config
+from pipeline.workdir import cache_root, demo_dataset_dir
+from stages.downsample import pool_latents
+from stages.manifest import MANIFEST, ManifestError, diff_identity, fingerprint, identify, read_manifest, validate_shards
+from stages.text import load_text
+
+BATCH_KEYS = ("video_latents", "video_frame_mask", "current_latent", "proprio", "actions", "action_mask",
+              "text", "text_mask")
+
+
+class CacheMismatchError(ValueError):
+    """No cache matches the config; the message names the differing fields."""
+
+
+@dataclass
+class CacheHandle:
+    cache_dir: Path
+    manifest: dict
+    shard_paths: list[Path]
+    stats: dict  # {"actions"|"proprio": {"min", "max", "mean", "std"}}
+    text: dict[str, tuple[np.ndarray, np.ndarray]]  # text key -> ([L, D] float32, [L] bool)
+    extra_pool: int = 1  # pool cached video latents again by this on load (derived downsample)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    def normalize(self, name: str, x):
+        """Min/max -> [-1, 1] per dimension; constant dimensions map to 0."""
+        lo, hi = (torch.as_tensor(self.stats[name][k], dtype=torch.float32) for k in ("min", "max"))
+        span = hi - lo
+        x = torch.as_tensor(x, dtype=torch.float32)
+        return torch.where(span > 1e-8, 2 * (x - lo) / span.clamp_min(1e-8) - 1, torch.zeros_like(x))
+
+    def denormalize(self, name: str, x):
+        lo, hi = (torch.as_tensor(self.stats[name][k], dtype=torch.float32) for k in ("min", "max"))
+        return (torch.as_tensor(x, dtype=torch.float32) + 1) / 2 * (hi - lo) + lo
+
+    def dataset(self, rank: int = 0, world_size: int = 1, shuffle: bool = False, seed: int = 0,
+                repeat: bool = False) -> "CacheDataset":
+        return CacheDataset(self, rank, world_size, shuffle, seed, repeat)
+
+
+def dataset_path(cfg: Config) -> Path:
+    return Path(cfg.data.path).expanduser().resolve() if cfg.data.path else demo_dataset_dir(cfg)
+
+
+def wanted_identity(cfg: Config) -> dict:
+    from stages.lerobot import LeRobotDataset
+
+    reader = LeRobotDataset(dataset_path(cfg), cameras=cfg.data.cameras or None,
+                            state_key=cfg.data.state_key, action_key=cfg.data.action_key)
+    return identify(cfg, reader)
+
+
+def _candidates(root: Path) -> list[tuple[Path, dict]]:
+    out = []
+    for path in sorted(root.glob(f"*/{MANIFEST}")):
+        try:
+            out.append((path.parent, read_manifest(path.parent)))
+        except ManifestError:
+            continue
+    return out
+
+
+def find_cache(root: Path, wanted: dict) -> tuple[Path, dict]:
+    """The exact cache, else one the wanted one derives from, else a CacheMismatchError."""
+    exact = root / fingerprint(wanted)
+    if (exact / MANIFEST).exists():
+        return exact, read_manifest(exact)
+    candidates = _candidates(root)
+    scored = sorted(((diff_identity(wanted, m["identity"], m["derivable"]), d, m) for d, m in candidates),
+                    key=lambda t: len(t[0]))
+    if scored and not scored[0][0]:
+        return scored[0][1], scored[0][2]
+    if not scored:
+        raise CacheMismatchError(f"no cache under {root} (fingerprint {fingerprint(wanted)} wanted); "
+                                 "build it with `python -m pipeline.preprocess` and the same overrides")
+    diffs, nearest, _ = scored[0]
+    raise CacheMismatchError(
+        f"no cache under {root} matches this config (fingerprint {fingerprint(wanted)}); the nearest, "
+        f"{nearest.name}, differs in:\n  " + "\n  ".join(diffs)
+    )
+
+
+def open_cache(cfg: Config, wanted: dict | None = None, verify: bool = False) -> CacheHandle:
+    """Open the cache `cfg` asks for. `wanted` skips recomputing the identity (tests, workers)."""
+    wanted = wanted or wanted_identity(cfg)
+    cache_dir, manifest = find_cache(cache_root(cfg), wanted)
+    validate_shards(cache_dir, manifest, hash_contents=verify)
+    cached = manifest["identity"]["cache.latent_downsample"]
+    extra = cfg.cache.latent_downsample // cached
+    if extra * cached != cfg.cache.latent_downsample:
+        raise CacheMismatchError(f"cache.latent_downsample={cfg.cache.latent_downsample} cannot be derived "
+                                 f"from the cached {cached}")
+    text = {key: load_text(cache_dir, key) for key in set(manifest["text_keys"].values())}
+    return CacheHandle(cache_dir, manifest, [cache_dir / s["file"] for s in manifest["shards"]],
+                       manifest["stats"], text, extra)
+
+
+def read_shard(path: Path) -> Iterator[dict]:
+    """Samples of one tar shard as {member suffix: ndarray | dict}, in file order."""
+    current, key = {}, None
+    with tarfile.open(path, "r") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            sample_key, _, suffix = member.name.partition(".")
+            if key is not None and sample_key != key:
+                yield current
+                current = {}
+            key = sample_key
+            data = tar.extractfile(member).read()
+            if suffix.endswith(".npy"):
+                current[suffix[:-4]] = np.load(io.BytesIO(data), allow_pickle=False)
+            elif suffix.endswith(".json"):
+                current[suffix[:-5]] = json.loads(data)
+            else:
+                raise ManifestError(f"{path}: unexpected member {member.name}")
+    if current:
+        yield current
+
+
+class CacheDataset(IterableDataset):
+    """Samples of a cache as dicts of tensors (BATCH_KEYS + episode, frame)."""
+
+    def __init__(self, handle: CacheHandle, rank: int = 0, world_size: int = 1, shuffle: bool = False,
+                 seed: int = 0, repeat: bool = False):
+        if len(handle.shard_paths) < world_size:
+            raise ValueError(f"{len(handle.shard_paths)} shards cannot be split over {world_size} ranks; "
+                             "lower cache.samples_per_shard and rebuild the cache")
+        self.handle, self.shuffle, self.seed, self.repeat = handle, shuffle, seed, repeat
+        self.shards = handle.shard_paths[rank::world_size]
+
+    def _my_shards(self) -> list[Path]:
+        info = get_worker_info()
+        return self.shards if info is None else self.shards[info.id::info.num_workers]
+
+    def to_tensors(self, raw: dict) -> dict:
+        h = self.handle
+        text, text_mask = h.text[raw["meta"]["text_key"]]
+        video = raw["video_latents"]
+        if h.extra_pool > 1:
+            video = pool_latents(video, h.extra_pool)
+        return {
+            "video_latents": torch.from_numpy(np.asarray(video, dtype=np.float32)),
+            "video_frame_mask": torch.from_numpy(raw["video_frame_mask"]),
+            "current_latent": torch.from_numpy(raw["current_latent"].astype(np.float32)),
+            "proprio": h.normalize("proprio", raw["proprio"]),
+            "actions": h.normalize("actions", raw["actions"]),
+            "action_mask": torch.from_numpy(raw["action_mask"]),
+            "text": torch.from_numpy(text),
+            "text_mask": torch.from_numpy(text_mask),
+            "episode": torch.tensor(raw["meta"]["episode"]),
+            "frame": torch.tensor(raw["meta"]["frame"]),
+        }
+
+    def __iter__(self) -> Iterator[dict]:
+        epoch = 0
+        while True:
+            shards = list(self._my_shards())
+            rng = random.Random(self.seed + epoch)
+            if self.shuffle:
+                rng.shuffle(shards)
+            for path in shards:
+                samples = list(read_shard(path)) if self.shuffle else read_shard(path)
+                if self.shuffle:
+                    rng.shuffle(samples)
+                for raw in samples:
+                    yield self.to_tensors(raw)
+            epoch += 1
+            if not self.repeat:
+                return
