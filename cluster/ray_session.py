@@ -4,6 +4,8 @@
 an embedded single-node cluster is started bound to 127.0.0.1 with the dashboard off.
 A fresh local cluster enables token auth; since this one is reachable only over
 loopback and lives only as long as this process, auth is disabled for it alone.
+On Linux Ray rewrites a 127.0.0.1 node address to the host's outward IP unless
+its "no multi-node cluster" switch is set, so the embedded cluster sets it.
 Whatever this context started, it shuts down; a joined cluster is left running.
 """
 
@@ -22,6 +24,14 @@ def cluster_address(cfg: ClusterConfig) -> str:
     return cfg.address or os.environ.get("RAY_ADDRESS", "")
 
 
+def _keep_loopback() -> None:
+    """Make Ray keep 127.0.0.1 as the node address (driver, and the processes it spawns)."""
+    from ray._private import ray_constants
+
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 @contextmanager
 def ray_session(cfg: ClusterConfig) -> Iterator[dict]:
     """Yield the cluster's resources; reuse a session already initialised in this process."""
@@ -33,6 +43,7 @@ def ray_session(cfg: ClusterConfig) -> Iterator[dict]:
         ray.init(address=address, log_to_driver=False)
     else:
         os.environ["RAY_AUTH_MODE"] = "disabled"  # loopback-only, process-lifetime cluster
+        _keep_loopback()
         ray.init(
             _node_ip_address=cfg.node_ip or "127.0.0.1",
             include_dashboard=False,
