@@ -183,15 +183,23 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """Closed-loop evaluation (`python -m pipeline.evaluate model=...`)."""
+
+    model: str = ""  # models:/name@alias, models:/name/3, runs:/id/path or a policy bundle directory
     env: SimEnv = SimEnv.metaworld
-    tasks: list[str] = field(default_factory=list)  # empty = the dataset's tasks
+    # MetaWorld task names (empty = the tasks of the policy's training data);
+    # LIBERO: suites (libero_spatial) or single tasks (libero_spatial/3)
+    tasks: list[str] = field(default_factory=list)
     episodes_per_task: int = 10
-    seed: int = 1000  # disjoint from demo seeds
+    seed: int = 1000  # episode seeds derive from it; never one of the demo seeds
     max_steps: int = 200
+    max_steps_per_suite: dict[str, int] = field(default_factory=lambda: {"libero_10": 700})
     replan_every: int = 10  # execute the first k actions of each chunk
-    num_workers: int = 2
+    num_workers: int = 2  # parallel simulators (Ray actors); 0 = one simulator in this process
     videos_per_task: int = 1
-    noop_steps: int = 0
+    noop_steps: int = 0  # LIBERO: no-op steps before the policy acts (paper: 30)
+    flip_gripper: bool = False  # LIBERO: training data used the opposite gripper sign to the env
+    champion_alias: str = "champion"  # moved to the evaluated version when it beats the current one
 
 
 @dataclass
