@@ -40,6 +40,8 @@ def ray_session(cfg: ClusterConfig) -> Iterator[dict]:
         return
     address = cluster_address(cfg)
     if address:
+        if address.split(":")[0] in ("127.0.0.1", "localhost"):
+            _keep_loopback()  # a cluster on this machine's loopback: the driver must use it too
         ray.init(address=address, log_to_driver=False)
     else:
         os.environ["RAY_AUTH_MODE"] = "disabled"  # loopback-only, process-lifetime cluster

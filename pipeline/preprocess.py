@@ -133,6 +133,15 @@ def _build_manifest(cfg: Config, identity: dict, fp: str, records: list[dict], t
     }
 
 
+def _too_many_rejects(rejected: list[dict], episodes: int, limit: float) -> str:
+    fraction = len(rejected) / max(episodes, 1)
+    if fraction <= limit:
+        return ""
+    reasons = "".join(f"\n  episode {r['episode']}: {r['reason']}" for r in rejected)
+    return (f"{len(rejected)} of {episodes} episodes rejected ({fraction:.0%} > cache.max_reject_fraction="
+            f"{limit:.0%}){reasons}")
+
+
 def preprocess(cfg: Config) -> PreprocessResult:
     from cluster.ray_session import ray_session
     from stages.lerobot import LeRobotDataset
@@ -149,7 +158,9 @@ def preprocess(cfg: Config) -> PreprocessResult:
     try:
         manifest = read_manifest(cache_dir)
         validate_shards(cache_dir, manifest)
-        return PreprocessResult(cache_dir, fp, manifest, True, "cache is up to date; nothing to do", skipped=True)
+        error = _too_many_rejects(manifest["rejected"], manifest["episodes"], cfg.cache.max_reject_fraction)
+        return PreprocessResult(cache_dir, fp, manifest, not error, error or "cache is up to date; nothing to do",
+                                skipped=True)
     except ManifestError:
         pass
 
@@ -176,16 +187,14 @@ def preprocess(cfg: Config) -> PreprocessResult:
 
     records = _collect(cache_dir, groups)
     rejected = [rej for r in records for rej in r["rejects"]]
-    fraction = len(rejected) / max(len(reader.episodes), 1)
-    if fraction > cfg.cache.max_reject_fraction:
-        reasons = "\n".join(f"  episode {r['episode']}: {r['reason']}" for r in rejected)
-        msg = (f"{len(rejected)} of {len(reader.episodes)} episodes rejected ({fraction:.0%} > "
-               f"cache.max_reject_fraction={cfg.cache.max_reject_fraction:.0%}); no manifest written:\n{reasons}")
-        return PreprocessResult(cache_dir, fp, None, False, msg)
+    error = _too_many_rejects(rejected, len(reader.episodes), cfg.cache.max_reject_fraction)
+    if error:
+        return PreprocessResult(cache_dir, fp, None, False, error + "; no manifest written")
     h8, w8 = cfg.cache.image_height // 8, cfg.cache.image_width * len(reader.camera_keys) // 8
     timings = {"identity_s": t_identity - t0, "text_s": t_text - t_identity, "pipeline_s": t_pipeline - t_text,
                "total_s": time.perf_counter() - t0}
     manifest = _build_manifest(cfg, identity, fp, records, text_keys, timings, (h8, w8))
+    manifest["episodes"] = len(reader.episodes)
     write_json_atomic(cache_dir / MANIFEST, manifest)
     return PreprocessResult(cache_dir, fp, manifest, True, f"cache written in {timings['total_s']:.1f}s")
 

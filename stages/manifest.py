@@ -120,7 +120,7 @@ class ManifestError(ValueError):
     """A manifest is missing, malformed, or does not match its shards."""
 
 
-REQUIRED = ("schema", "fingerprint", "identity", "shards", "stats", "samples", "text_keys", "derivable")
+REQUIRED = ("schema", "fingerprint", "episodes", "identity", "shards", "stats", "samples", "text_keys", "derivable")
 
 
 def read_manifest(cache_dir: Path) -> dict:
