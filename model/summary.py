@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.cli import load_config
 
     cfg, _ = load_config(list(sys.argv[1:] if argv is None else argv))
+    cfg.model.backbone.pretrained_path = ""  # shapes come from the config fields; nothing is read or allocated
     with torch.device("meta"):
         model = LightWAM(cfg.model)
     print(json.dumps({"preset": cfg.preset, **parameter_report(model)}, indent=2))

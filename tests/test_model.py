@@ -191,3 +191,20 @@ def test_local_pretrained_directory_loads(tmp_path):
     cfg.backbone.ffn_dim = 256
     with pytest.raises(ValueError, match="ffn_dim"):
         build_model(cfg)
+
+
+def test_activation_checkpointing_keeps_mask_and_gradients():
+    """Recomputed blocks must see the same (masked) attention as the first pass."""
+    cfg = tiny_config()
+    model = build_model(cfg)
+    batch = tiny_batch(cfg)
+    grads = []
+    for ckpt in (False, True):
+        model.zero_grad()
+        model.backbone.gradient_checkpointing = ckpt
+        out = model(batch, generator=torch.Generator().manual_seed(3))
+        out["loss"].backward()
+        grads.append((out["loss"].detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
