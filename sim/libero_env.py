@@ -100,12 +100,14 @@ def expand_tasks(names: list[str]) -> list[LiberoTask]:
 
 
 def quat_to_axis_angle(quat: np.ndarray) -> np.ndarray:
-    """Unit quaternion (x, y, z, w), robosuite's order -> axis * angle (3,), angle in [0, pi]."""
+    """Quaternion (x, y, z, w), robosuite's order -> axis * angle (3,).
+
+    No sign canonicalization: q and -q give angles a and 2*pi - a, and the
+    LIBERO training data kept whatever robosuite reported, so this does too.
+    """
     x, y, z, w = np.asarray(quat, dtype=np.float64)
-    if w < 0:  # q and -q are the same rotation; pick the one with angle <= pi
-        x, y, z, w = -x, -y, -z, -w
-    w = min(w, 1.0)
-    sin_half = np.sqrt(max(0.0, 1.0 - w * w))
+    w = float(np.clip(w, -1.0, 1.0))
+    sin_half = np.sqrt(1.0 - w * w)
     if sin_half < 1e-8:
         return np.zeros(3)
     return np.array([x, y, z]) / sin_half * (2.0 * np.arccos(w))
