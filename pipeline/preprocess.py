@@ -55,7 +55,7 @@ def dataset_root(cfg: Config) -> Path:
     return Path(ensure_demo_dataset(cfg) or demo_dataset_dir(cfg))
 
 
-def _run_pipeline(cfg: Config, root: Path, cache_dir: Path, cameras: list[str], text_keys: dict,
+def run_pipeline(cfg: Config, root: Path, cache_dir: Path, cameras: list[str], text_keys: dict,
                   todo: list[tuple[int, list[int]]], total_samples: int) -> None:
     import ray
     from ray.data import ActorPoolStrategy, DataContext
@@ -182,7 +182,7 @@ def preprocess(cfg: Config) -> PreprocessResult:
                   f"({len(done)} already written), {todo_samples} samples to encode")
     if todo:
         with ray_session(cfg.cluster):
-            _run_pipeline(cfg, root, cache_dir, reader.camera_keys, text_keys, todo, todo_samples)
+            run_pipeline(cfg, root, cache_dir, reader.camera_keys, text_keys, todo, todo_samples)
     t_pipeline = time.perf_counter()
 
     records = _collect(cache_dir, groups)

@@ -45,7 +45,7 @@ def demo() -> Config:
     cfg.cache.vae.dim_mult = [1, 2, 2, 2]
     cfg.cache.vae.num_res_blocks = 1
     cfg.cache.text.encoder = TextEncoder.minilm
-    cfg.cache.text.max_tokens = 16
+    cfg.cache.text.max_tokens = 32  # the template alone is ~16 MiniLM tokens; 32 keeps the task words
     cfg.cache.text.dim = 384
     # a small random Wan DiT, trained fully since nothing is pretrained
     bb = cfg.model.backbone

@@ -24,9 +24,17 @@ def main(argv: list[str] | None = None) -> None:
         dataset = str(ensure_demo_dataset(cfg))
         console.print(f"[1/4] demo dataset ready: {dataset}")
 
-    # 2-4. not built yet
-    for step, name in [(2, "offline cache (pipeline.preprocess)"), (3, "training (pipeline.train)"),
-                       (4, "closed-loop evaluation (pipeline.evaluate)")]:
+    # 2. the offline cache: Ray Data -> WebDataset latent shards + manifest (a no-op when up to date)
+    from pipeline.preprocess import preprocess, print_summary
+
+    console.print("[2/4] offline cache")
+    cache = preprocess(cfg)
+    print_summary(cache)
+    if not cache.ok:
+        raise SystemExit(1)
+
+    # 3-4. not built yet
+    for step, name in [(3, "training (pipeline.train)"), (4, "closed-loop evaluation (pipeline.evaluate)")]:
         console.print(f"[{step}/4] {name}: not implemented yet, skipped")
 
 

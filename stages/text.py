@@ -93,6 +93,9 @@ class PromptEncoder:
     def __init__(self, cfg: TextConfig, device: str = "cpu"):
         self.cfg, self.device = cfg, device
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the weight-loading bar would break the rich display
         if cfg.encoder is TextEncoder.umt5:
             from diffusers.pipelines.wan.pipeline_wan import prompt_clean
             from transformers import AutoTokenizer, UMT5EncoderModel

@@ -1,0 +1,215 @@
+"""Benchmark the offline cache on this machine: Ray pipeline vs the naive loop vs encode alone.
+
+`python -m benchmarks.preprocess [--geometry demo|paper|both] [--paper-samples N]`
+
+On the same episodes and samples, measures
+- pipeline: the production Ray Data pipeline (`pipeline.preprocess.run_pipeline`), wall time
+  from submission to the last shard written (VAE build in the actor included);
+- naive: one process, per sample: decode its frames, resize, encode one clip at a time;
+- encode only: the VAE calls alone on pre-decoded clips, in one actor set up exactly like the
+  pipeline's (same batch size, threads and allocator settings): the bound on this machine;
+- peak memory: the largest summed RSS of this process and all Ray worker processes.
+The demo geometry uses the demo preset; the paper geometry is 2 x 224x224 cameras side by
+side, 9 frames at stride 4, and the full-size Wan VAE with random weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.cli import load_config
+from pipeline.config import Config
+from pipeline.console import console
+from pipeline.preprocess import ENCODER_ENV, dataset_root, run_pipeline
+from stages.decode import DecodeGroup, DecodeSpec, clip_pixels, resize
+from stages.encode import EncodeSpec, VaeEncoder
+from stages.lerobot import LeRobotDataset
+from stages.plan import ClipGeometry, plan_episode, samples_in
+from stages.text import ensure_text_embeddings, text_identity
+
+PAPER_GEOMETRY = ["cache.image_height=224", "cache.image_width=224", "cache.num_frames=9",
+                  "cache.frame_stride=4", "cache.action_horizon=32", "cache.vae.base_dim=96",
+                  "cache.vae.dim_mult=[1,2,4,4]", "cache.vae.num_res_blocks=2", "cache.encode_batch_size=1"]
+
+
+class PeakMemory:
+    """Samples the summed RSS of this process and every Ray worker every 0.2 s."""
+
+    def __init__(self):
+        self.peak, self._stop = 0, threading.Event()
+
+    def _rss(self) -> int:
+        total = psutil.Process().memory_info().rss
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if proc.info["cmdline"] and proc.info["cmdline"][0].startswith("ray::"):
+                    total += proc.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _loop(self):
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self):
+        self.peak = self._rss()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Phase:
+    seconds: float
+    samples: int
+    peak_bytes: int
+
+    @property
+    def rate(self) -> float:
+        return self.samples / self.seconds
+
+
+def choose(cfg: Config, reader: LeRobotDataset, episodes: int) -> list[tuple[int, list[int]]]:
+    """The benchmark's episodes, one shard group each (so the pipeline can overlap them)."""
+    return [(i, [e.index]) for i, e in enumerate(reader.episodes[:episodes])]
+
+
+def bench_pipeline(cfg, root, cameras, text_keys, todo, total) -> Phase:
+    with tempfile.TemporaryDirectory() as out, PeakMemory() as mem:
+        start = time.perf_counter()
+        run_pipeline(cfg, root, Path(out), cameras, text_keys, todo, total)
+        seconds = time.perf_counter() - start
+    return Phase(seconds, total, mem.peak)
+
+
+def bench_naive(cfg, reader: LeRobotDataset, todo) -> Phase:
+    """The plain way: every sample decodes its own frames and is encoded alone."""
+    from model.vae import build_vae, encode
+
+    geom, c = ClipGeometry.from_config(cfg.cache), cfg.cache
+    torch.set_num_threads(os.cpu_count() or 1)
+    with PeakMemory() as mem:
+        start = time.perf_counter()
+        vae = build_vae(c.vae, "cpu", torch.float32)
+        count = 0
+        for _, episodes in todo:
+            for index in episodes:
+                episode = next(e for e in reader.episodes if e.index == index)
+                plan = plan_episode(episode.length, geom)
+                for frames in plan.video_index:
+                    views = [resize(reader.read_images(episode, cam, frames), c.image_height, c.image_width)
+                             for cam in reader.camera_keys]
+                    clip = np.concatenate(views, axis=2)
+                    encode(vae, clip_pixels(clip, np.arange(len(frames))[None]))
+                    count += 1
+        seconds = time.perf_counter() - start
+    return Phase(seconds, count, mem.peak)
+
+
+def bench_encode_only(cfg, spec: DecodeSpec, todo, threads: int) -> Phase:
+    """VAE calls alone on clips decoded beforehand, in one actor configured like the pipeline's."""
+    import ray
+
+    rows = [DecodeGroup(spec)({"shard": s, "episodes": eps}) for s, eps in todo]
+    encode = EncodeSpec(cfg.cache.vae, "cpu", cfg.cache.dtype, cfg.cache.encode_batch_size, threads)
+
+    @ray.remote(num_cpus=1, runtime_env={"env_vars": ENCODER_ENV})
+    class Timed(VaeEncoder):
+        def time_encode(self, rows) -> float:
+            start = time.perf_counter()
+            for row in rows:
+                self.encode_clips(row["frames"], row["clip_index"])
+            return time.perf_counter() - start
+
+    with PeakMemory() as mem:
+        actor = Timed.remote(encode)
+        seconds = ray.get(actor.time_encode.remote(rows))
+        ray.kill(actor)
+    return Phase(seconds, sum(len(r["clip_index"]) for r in rows), mem.peak)
+
+
+def run_geometry(name: str, overrides: list[str], episodes: int, workdir: str) -> dict:
+    cfg = load_config([f"workdir={workdir}", *overrides])[0]
+    root = dataset_root(cfg)
+    reader = LeRobotDataset(root, cameras=cfg.data.cameras or None)
+    todo = choose(cfg, reader, episodes)
+    geom = ClipGeometry.from_config(cfg.cache)
+    total = sum(samples_in(reader.episodes[i].length, geom) for i, _ in todo)
+    text_dir = Path(tempfile.mkdtemp())
+    text_keys = ensure_text_embeddings(cfg.cache.text, reader.tasks, text_dir, text_identity(cfg.cache.text))
+    spec = DecodeSpec(str(root), reader.camera_keys, cfg.data.state_key, cfg.data.action_key, geom,
+                      cfg.cache.image_height, cfg.cache.image_width, text_keys)
+    console.print(f"[bold]{name}[/]: {len(todo)} episodes, {total} samples, "
+                  f"{cfg.cache.image_height}x{cfg.cache.image_width * len(reader.camera_keys)}, "
+                  f"{cfg.cache.num_frames} frames")
+    threads = cfg.cache.encode_threads or os.cpu_count() or 1
+    results = {"pipeline": bench_pipeline(cfg, root, reader.camera_keys, text_keys, todo, total),
+               "encode only": bench_encode_only(cfg, spec, todo, threads),
+               "naive loop": bench_naive(cfg, reader, todo)}
+    for key, phase in results.items():
+        console.print(f"  {key}: {phase.samples} samples in {phase.seconds:.1f}s")
+    return {"cfg": cfg, "samples": total, "results": results}
+
+
+def report(runs: dict[str, dict]) -> None:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "?")
+    console.print(f"machine: {cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+                  f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    table = Table(title="offline cache throughput")
+    for col in ("geometry", "samples", "pipeline/s", "naive/s", "encode/s", "vs naive", "overhead", "s/clip",
+                "peak GiB pipe/naive"):
+        table.add_column(col, justify="right")
+    for name, run in runs.items():
+        r = run["results"]
+        p, n, e = r["pipeline"], r["naive loop"], r["encode only"]
+        table.add_row(name, str(run["samples"]), f"{p.rate:.3f}", f"{n.rate:.3f}", f"{e.rate:.3f}",
+                      f"{p.rate / n.rate:.2f}x", f"{p.seconds / e.seconds - 1:+.0%}", f"{p.seconds / p.samples:.2f}",
+                      f"{p.peak_bytes / 2**30:.2f} / {n.peak_bytes / 2**30:.2f}")
+    Console(width=120).print(table)  # "overhead": pipeline time over encode-only time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--geometry", choices=["demo", "paper", "both"], default="both")
+    parser.add_argument("--demo-episodes", type=int, default=4)
+    parser.add_argument("--paper-samples", type=int, default=3, help="one episode, sampled this many times")
+    parser.add_argument("--workdir", default="work")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from cluster.ray_session import ray_session
+    from pipeline.config import ClusterConfig
+
+    runs = {}
+    with ray_session(ClusterConfig()):
+        if args.geometry in ("demo", "both"):
+            runs["demo"] = run_geometry("demo", [], args.demo_episodes, args.workdir)
+        if args.geometry in ("paper", "both"):
+            cfg = load_config([f"workdir={args.workdir}"])[0]
+            length = LeRobotDataset(dataset_root(cfg)).episodes[0].length
+            stride = -(-length // args.paper_samples)  # ceil: exactly paper_samples samples
+            runs["paper 224x448"] = run_geometry("paper", PAPER_GEOMETRY + [f"cache.sample_stride={stride}"], 1,
+                                                 args.workdir)
+    report(runs)
+
+
+if __name__ == "__main__":
+    main()
