@@ -58,7 +58,7 @@ def _registered_version(client: MlflowClient, ref: str) -> tuple[str, str]:
             if not versions:
                 raise LookupError(f"registered model {name!r} has no versions")
             return name, str(max(int(v.version) for v in versions))
-        return name, client.get_model_version_by_alias(name, alias).version
+        return name, str(client.get_model_version_by_alias(name, alias).version)
     name, _, version = ref.partition("/")
     if not version.isdigit():
         raise ValueError(f"models:/{ref}: expected models:/<name>@<alias> or models:/<name>/<version>")
@@ -98,7 +98,7 @@ def champion_score(ref: ModelRef, alias: str) -> tuple[str | None, float | None]
         champ = client.get_model_version_by_alias(ref.name, alias)
     except MlflowException:
         return None, None
-    return champ.version, client.get_run(champ.run_id).data.metrics.get(SUCCESS_MEAN) if champ.run_id else None
+    return str(champ.version), client.get_run(champ.run_id).data.metrics.get(SUCCESS_MEAN) if champ.run_id else None
 
 
 def log_results(ref: ModelRef, summary: dict[str, Any], out_dir: Path) -> None:

@@ -128,19 +128,19 @@ def print_table(summary: dict[str, Any]) -> None:
 def evaluate_model(cfg: Config, show_progress: bool = True) -> dict[str, Any]:
     """Resolve `eval.model`, roll it out, write and log the results; returns the results dict."""
     from pipeline import eval_tracking, tracking
-    from pipeline.policy_bundle import load_policy
+    from pipeline.policy_bundle import PolicyInfo, load_policy
     from sim.policies import BundlePolicy
 
     if not cfg.eval.model:
         raise ValueError("no model to evaluate: pass model=models:/<name>@<alias> or model=<bundle dir>")
     tracking.setup(cfg)
     ref = eval_tracking.resolve(cfg.eval.model)
-    loaded = load_policy(ref.bundle)
-    info = loaded.info
+    info = PolicyInfo(**json.loads((ref.bundle / "policy.json").read_text())["info"])  # cheap checks first
     envs = env_specs(cfg, [camera_name(c) for c in info.cameras], list(info.tasks))
-    missing = sorted({instruction_of(e) for e in envs} - set(loaded.text))
+    missing = sorted({instruction_of(e) for e in envs} - set(info.tasks))
     if missing:
-        raise ValueError(f"{cfg.eval.model}: the policy was not trained on {missing}; it knows {sorted(loaded.text)}")
+        raise ValueError(f"{cfg.eval.model}: the policy was not trained on {missing}; it knows {sorted(info.tasks)}")
+    loaded = load_policy(ref.bundle)
     episodes = plan_episodes(envs, cfg.eval.episodes_per_task, cfg.eval.seed, cfg.eval.videos_per_task, demo_seeds(cfg))
     settings = LoopSettings(info.image_height, info.image_width, cfg.eval.replan_every, cfg.demo.fps)
     console.print(f"evaluating {ref.uri} ({ref.label}): {len(envs)} task(s) x {cfg.eval.episodes_per_task} episodes, "
