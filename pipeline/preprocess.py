@@ -221,7 +221,13 @@ def print_summary(result: PreprocessResult) -> None:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_or_exit(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    result = preprocess(cfg)
+    from stages.lerobot import DatasetError
+
+    try:
+        result = preprocess(cfg)
+    except (DatasetError, FileNotFoundError, ValueError) as err:  # the dataset cannot be opened at all
+        console.print(f"[red]preprocess failed: {err}")
+        return 1
     print_summary(result)
     return 0 if result.ok else 1
 
