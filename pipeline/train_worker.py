@@ -1,0 +1,147 @@
+"""The loop each Ray Train worker runs: DDP co-training from the shard cache.
+
+Knows Ray Train (context, checkpoints, report) and the model's public API;
+nothing of MLflow beyond the rank-0 `RunLogger` it is handed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from model.checkpoint import load_trainable_state, save_checkpoint
+from model.light_wam import build_model
+from pipeline.config import Config
+from pipeline.run_logger import RunLogger
+from pipeline.train_data import batches
+from pipeline.train_state import load_optimizer, make_optimizer, make_scheduler, save_optimizer
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast where the device supports it; plain fp32 on CPU."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(values, t.tolist()))
+
+
+def _replica_spread(params: list[torch.nn.Parameter], device: torch.device) -> float:
+    """Largest difference between ranks of a per-parameter checksum: 0 when DDP keeps replicas identical."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0.0
+    mine = torch.stack([p.detach().double().sum() for p in params]).to(device)
+    every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    stacked = torch.stack(every)
+    return float((stacked.max(0).values - stacked.min(0).values).abs().max())
+
+
+def _save(directory: Path, model, opt, step: int, samples_per_rank: int, cfg_yaml: str) -> None:
+    save_checkpoint(model, directory / "model.safetensors", {"step": str(step)})
+    save_optimizer(opt, directory)
+    (directory / "train_state.json").write_text(json.dumps({"step": step, "samples_per_rank": samples_per_rank}))
+    (directory / "config.yaml").write_text(cfg_yaml)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    cfg: Config = config["cfg"]
+    tc = cfg.train
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(max(1, config.get("threads_per_worker", 1)))
+    torch.manual_seed(tc.seed)  # identical init on every rank; DDP also broadcasts rank 0's
+
+    # 1. model, restored from the latest checkpoint when resuming (a worker died, or the same run re-ran)
+    cfg.model.device = str(device)
+    model = build_model(cfg.model)
+    step, samples_per_rank = 0, 0
+    restored = ray.train.get_checkpoint()
+    opt_dir = None
+    if restored:
+        with restored.as_directory() as d:
+            from safetensors.torch import load_file
+
+            load_trainable_state(model, load_file(str(Path(d) / "model.safetensors")))
+            state = json.loads((Path(d) / "train_state.json").read_text())
+            # samples per rank are re-derived from the step, so a different worker count resumes too
+            step = state["step"]
+            opt_dir = Path(tempfile.mkdtemp())
+            for name in ("optimizer.safetensors", "optimizer.json"):
+                (opt_dir / name).write_bytes((Path(d) / name).read_bytes())
+    ddp = ray.train.torch.prepare_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(params, tc)
+    if opt_dir is not None:
+        load_optimizer(opt, opt_dir)
+    sched = make_scheduler(opt, tc, step)
+
+    # 2. data: this rank's part of the shards, positioned after what earlier steps consumed
+    per_step = tc.batch_size * tc.grad_accum
+    samples_per_rank = step * per_step
+    data = batches(cfg, config["cache"], rank, world, skip=samples_per_rank, device=device)
+    logger = RunLogger(config["tracking_uri"], config["mlflow_run_id"]) if rank == 0 and config.get("mlflow_run_id") else None
+    if rank == 0:
+        print(f"train: rank 0/{world}: starting at step {step} of {tc.steps} on {device}", flush=True)
+        if logger and step > 0:
+            logger.metrics({"resumed_from_step": step}, step)
+
+    # 3. the loop
+    window_start, window_samples = time.perf_counter(), 0
+    metrics: dict[str, float] = {}
+    while step < tc.steps:
+        model.train()
+        totals = {"loss": 0.0, "video_loss": 0.0, "action_loss": 0.0}
+        for micro in range(tc.grad_accum):
+            batch = next(data)
+            sync = ddp.no_sync() if (micro < tc.grad_accum - 1 and hasattr(ddp, "no_sync")) else contextlib.nullcontext()
+            with sync, _autocast(device):
+                out = ddp(batch)
+                (out["loss"] / tc.grad_accum).backward()
+            for k in totals:
+                totals[k] += float(out[k]) / tc.grad_accum
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        samples_per_rank += per_step
+        window_samples += per_step * world
+
+        last = step == tc.steps
+        if step % tc.log_every == 0 or last:
+            metrics = _mean_across_ranks(totals, device)
+            elapsed = time.perf_counter() - window_start
+            metrics.update(lr=sched.get_last_lr()[0], grad_norm=grad_norm, samples_per_s=window_samples / max(elapsed, 1e-9),
+                           replica_spread=_replica_spread(params, device), step=step)
+            window_start, window_samples = time.perf_counter(), 0
+            if logger:
+                logger.metrics(metrics, step)
+                print(f"train: step {step}/{tc.steps} loss {metrics['loss']:.4f} "
+                      f"(video {metrics['video_loss']:.4f}, action {metrics['action_loss']:.4f}) "
+                      f"{metrics['samples_per_s']:.1f} samples/s", flush=True)
+        if logger and (step % tc.plot_every == 0 or last):
+            logger.plots(model, batch, step)
+        if step % tc.checkpoint_every == 0 or last:
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoint = None
+                if rank == 0:
+                    _save(Path(tmp), model, opt, step, samples_per_rank, config["cfg_yaml"])
+                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report({"step": step, **metrics}, checkpoint=checkpoint)

@@ -1,0 +1,156 @@
+"""Ray Train DDP co-training from a real cache, tracked in a real MLflow store.
+
+Tiny everything: a synthetic LeRobot v3 dataset (real mp4s), a tiny VAE and
+DiT, two gloo workers on the loopback cluster.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import mlflow
+import psutil
+import pytest
+import torch
+
+from conftest import subprocess_env
+from lerobot_fixtures import write_v3_dataset
+from model.checkpoint import load_checkpoint
+from pipeline import tracking
+from pipeline.cli import load_config
+from pipeline.policy_bundle import load_policy
+from pipeline.preprocess import preprocess
+from pipeline.train import FINGERPRINT_TAG, train
+from pipeline.train_data import batches
+from stages.cache_loader import open_cache
+
+TINY = [
+    "cache.image_height=32", "cache.image_width=32", "cache.num_frames=5", "cache.frame_stride=2",
+    "cache.action_horizon=4", "cache.sample_stride=1", "cache.samples_per_shard=8", "cache.encode_batch_size=8",
+    "cache.vae.base_dim=8", "cache.vae.dim_mult=[1,1,1,1]", "cache.vae.num_res_blocks=1",
+    "cache.text.encoder=minilm", "cache.text.max_tokens=8", "cache.text.dim=384",
+    "model.backbone.num_layers=2", "model.backbone.num_attention_heads=2", "model.backbone.attention_head_dim=16",
+    "model.backbone.ffn_dim=64", "model.backbone.text_dim=384", "model.backbone.freq_dim=32",
+    "model.backbone.adapter_layers=[0,1]", "model.backbone.adapter_dim=16", "model.backbone.lora_rank=4",
+    "model.backbone.lora_alpha=8", "model.expert.num_queries=2", "model.expert.num_heads=2",
+    "model.expert.compress_dim=32", "model.expert.hidden_dim=32", "model.expert.step_embed_dim=16",
+    "model.action_dim=4", "model.proprio_dim=6", "model.action_horizon=4",
+    "train.batch_size=4", "train.lr=2e-3", "train.warmup_steps=1", "train.num_workers=2", "train.log_every=1",
+]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, ray_cluster):
+    root = tmp_path_factory.mktemp("train")
+    write_v3_dataset(root / "data", lengths=(16, 14, 18, 12), cameras=("observation.images.front",))
+    base = [f"workdir={root / 'work'}", f"data.path={root / 'data'}", *TINY]
+    cfg = load_config(base)[0]
+    assert preprocess(cfg).ok
+    return root, base
+
+
+def cfg_for(workspace, *extra: str):
+    return load_config([*workspace[1], f"train.run_name=t-{uuid.uuid4().hex[:8]}", *extra])[0]
+
+
+def checkpoints(storage: Path) -> list[Path]:
+    return sorted(p for p in storage.glob("checkpoint_*") if p.is_dir())
+
+
+def metric_history(cfg, run_id: str, key: str) -> list[float]:
+    tracking.setup(cfg)
+    history = mlflow.MlflowClient().get_metric_history(run_id, key)
+    return [m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
+
+
+@pytest.fixture(scope="module")
+def trained(workspace):
+    cfg = cfg_for(workspace, "train.steps=12", "train.checkpoint_every=6", "train.plot_every=6")
+    return cfg, train(cfg)
+
+
+def test_ddp_loss_falls_and_replicas_stay_identical(trained):
+    cfg, result = trained
+    losses = metric_history(cfg, result.run_id, "action_loss")
+    assert len(losses) == 12
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+    spread = metric_history(cfg, result.run_id, "replica_spread")
+    assert spread and max(spread) == 0.0  # DDP kept both ranks' parameters bit-identical
+
+
+def test_mlflow_run_holds_params_metrics_tags_artifacts(trained):
+    cfg, result = trained
+    run = mlflow.MlflowClient().get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.steps"] == "12" and run.data.params["model.expert.pooling"] == "query"
+    for key in ("loss", "video_loss", "action_loss", "lr", "grad_norm", "samples_per_s"):
+        assert key in run.data.metrics, key
+    assert run.data.tags[FINGERPRINT_TAG] == open_cache(cfg).fingerprint
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id)}
+    assert {"config.yaml", "normalization_stats.json", "plots", "policy"} <= artifacts
+    plots = [a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")]
+    assert any("actions_step" in p for p in plots) and any("video_latents_step" in p for p in plots)
+
+
+def test_registered_model_acts_like_the_trained_model(trained):
+    cfg, result = trained
+    bundle = tracking.resolve_model(f"models:/{cfg.tracking.registered_model}@latest")
+    loaded = load_policy(bundle)  # merged LoRA, truncated after the last fused block
+    last = checkpoints(Path(cfg.workdir) / "ray_results" / cfg.train.run_name)[-1]
+    trained_model = load_checkpoint(last / "model.safetensors").eval()  # what the workers saved, unmerged
+    cache = open_cache(cfg)
+    batch = next(batches(cfg, cache, rank=0, world=1))
+    with torch.no_grad():
+        expected = trained_model.predict_actions(batch)
+    got = loaded.policy.model.predict_actions(batch)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    # the bundle's normalization is the cache's, both ways
+    raw_state = cache.denormalize("proprio", batch["proprio"])
+    torch.testing.assert_close(loaded.policy.state_norm.normalize(raw_state), batch["proprio"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(loaded.policy.action_norm.denormalize(got), cache.denormalize("actions", got))
+
+
+def test_crashing_run_ends_failed(workspace):
+    cfg = cfg_for(workspace, "train.steps=2", "train.max_failures=0", "model.expert.num_heads=3")  # 32 % 3 != 0
+    with pytest.raises(Exception):
+        train(cfg)
+    runs = mlflow.search_runs(filter_string=f"tags.`lightwam.run_name` = '{cfg.train.run_name}'", output_format="list",
+                              experiment_ids=[tracking.setup(cfg)])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def _train_workers() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any("RayTrainWorker" in part for part in (proc.info["cmdline"] or [])):
+            found.append(proc)
+    return found
+
+
+def test_killed_worker_is_replaced_and_the_run_resumes(workspace, ray_cluster):
+    cfg = cfg_for(workspace, "train.steps=16", "train.checkpoint_every=4", "train.max_failures=2", "train.plot_every=100")
+    args = [f"{a}" for a in workspace[1]] + [f"train.run_name={cfg.train.run_name}", "train.steps=16",
+                                             "train.checkpoint_every=4", "train.max_failures=2", "train.plot_every=100"]
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", *args], env=subprocess_env(ray_cluster),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    storage = Path(cfg.workdir) / "ray_results" / cfg.train.run_name
+    deadline = time.time() + 240
+    while not checkpoints(storage) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert checkpoints(storage), "no checkpoint appeared"
+    workers = _train_workers()
+    assert workers, "no Ray Train worker process found"
+    workers[-1].kill()
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out
+    tracking.setup(cfg)
+    run = mlflow.search_runs(filter_string=f"tags.`lightwam.run_name` = '{cfg.train.run_name}'",
+                             output_format="list", experiment_ids=[tracking.setup(cfg)])[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["step"] == 16
+    resumed = metric_history(cfg, run.info.run_id, "resumed_from_step")
+    assert resumed and resumed[0] > 0 and resumed[0] % 4 == 0  # restarted from a checkpoint, not from scratch
