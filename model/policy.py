@@ -17,7 +17,7 @@ from model.light_wam import LightWAM
 
 @dataclass
 class MinMax:
-    """Per-dimension min/max normalization to [-1, 1] (constant dimensions map to -1)."""
+    """Per-dimension min/max normalization to [-1, 1] (constant dimensions map to 0, as in the cache)."""
 
     low: torch.Tensor
     high: torch.Tensor
@@ -29,7 +29,9 @@ class MinMax:
                    torch.tensor(stats["max"], dtype=torch.float32, device=device))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return 2 * (x - self.low) / (self.high - self.low).clamp(min=1e-8) - 1
+        span = self.high - self.low
+        scaled = 2 * (x - self.low) / span.clamp(min=1e-8) - 1
+        return torch.where(span > 1e-8, scaled, torch.zeros_like(scaled))  # as the cache normalizes
 
     def denormalize(self, y: torch.Tensor) -> torch.Tensor:
         return (y + 1) / 2 * (self.high - self.low) + self.low

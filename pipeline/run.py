@@ -1,41 +1,82 @@
 """`python -m pipeline.run`: the whole flow, end to end, on the resolved config.
 
-demo dataset -> offline cache -> training -> closed-loop evaluation.
-Steps that are not built yet say so plainly; none pretends to run.
+demo dataset -> offline cache -> training -> closed-loop evaluation -> summary.
+Every step skips work already done (same dataset, cache, run name), so a second
+run with the same config finishes in seconds, and an ablation override reuses
+the shards and trains a new run. Under `ray job submit` (RAY_ADDRESS set) it
+joins that cluster; otherwise it starts an embedded one on 127.0.0.1.
 """
 
 from __future__ import annotations
+
+import signal
+import time
 
 from pipeline.cli import parse_or_exit
 from pipeline.console import console
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (ray job stop, kill, a scheduler) unwinds like Ctrl-C: Ray shut down, MLflow run KILLED."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_or_exit(argv)
-    console.rule(f"Light-WAM pipeline (preset {cfg.preset}, workdir {cfg.workdir})")
-
-    # 1. the dataset: a local LeRobot dataset, or the embedded MetaWorld demo
-    if cfg.data.path:
-        dataset = cfg.data.path
-        console.print(f"[1/4] dataset: {dataset}")
-    else:
-        from sim.demos import ensure_demo_dataset
-
-        dataset = str(ensure_demo_dataset(cfg))
-        console.print(f"[1/4] demo dataset ready: {dataset}")
-
-    # 2. the offline cache: Ray Data -> WebDataset latent shards + manifest (a no-op when up to date)
+    _interrupt_on_sigterm()
+    from cluster.ray_session import ray_session
+    from pipeline import tracking
+    from pipeline.evaluate import evaluate_model
     from pipeline.preprocess import preprocess, print_summary
+    from pipeline.train import train
+    from stages.cache_loader import open_cache
 
-    console.print("[2/4] offline cache")
-    cache = preprocess(cfg)
-    print_summary(cache)
-    if not cache.ok:
-        raise SystemExit(1)
+    console.rule(f"Light-WAM pipeline (preset {cfg.preset}, workdir {cfg.workdir})")
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    with ray_session(cfg.cluster) as resources:
+        console.print(f"Ray: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU")
 
-    # 3-4. not built yet
-    for step, name in [(3, "training (pipeline.train)"), (4, "closed-loop evaluation (pipeline.evaluate)")]:
-        console.print(f"[{step}/4] {name}: not implemented yet, skipped")
+        # 1. the dataset: a local LeRobot dataset, or the embedded MetaWorld demo
+        if cfg.data.path:
+            console.print(f"\\[1/4] dataset: {cfg.data.path}")
+        else:
+            from sim.demos import ensure_demo_dataset
+
+            console.print(f"\\[1/4] demo dataset: {ensure_demo_dataset(cfg)}")
+        times["dataset"] = time.perf_counter() - start
+
+        # 2. the offline cache: Ray Data -> WebDataset latent shards + manifest
+        console.print("\\[2/4] offline cache")
+        built = preprocess(cfg)
+        print_summary(built)
+        if not built.ok:
+            raise SystemExit(1)
+        cache = open_cache(cfg)
+        times["cache"] = time.perf_counter() - start - sum(times.values())
+
+        # 3. training: Ray Train DDP, tracked in MLflow, final checkpoint registered
+        console.print("\\[3/4] training")
+        trained = train(cfg, cache)
+        times["train"] = time.perf_counter() - start - sum(times.values())
+
+        # 4. closed-loop evaluation of the registered version in simulation
+        console.print("\\[4/4] closed-loop evaluation")
+        cfg.eval.model = trained.model_uri
+        results = evaluate_model(cfg)
+        times["evaluate"] = time.perf_counter() - start - sum(times.values())
+
+    console.rule("summary")
+    console.print(f"cache       {built.cache_dir} (fingerprint {cache.fingerprint})")
+    console.print(f"MLflow run  {trained.run_id} ({trained.run_name}); model {trained.model_uri}")
+    tasks = ", ".join(f"{t}: {s['success']:.0%}" for t, s in results["tasks"].items())
+    console.print(f"success     {results['success_mean']:.1%} mean ({tasks})")
+    console.print("time        " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items())
+                  + f"; total {time.perf_counter() - start:.0f}s")
+    console.print(f"view runs   {tracking.ui_command(cfg)}")
 
 
 if __name__ == "__main__":
