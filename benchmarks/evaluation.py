@@ -1,0 +1,73 @@
+"""Closed-loop evaluation throughput: episodes per minute, one in-process simulator vs N Ray actors.
+
+`python benchmarks/evaluation.py [--episodes 2] [--workers 2]` on the demo
+MetaWorld tasks (64x64 corner + wrist cameras). Two policies bracket the cost
+of the driver round trip: the scripted expert (a new request after every step)
+and a constant policy with 8-action chunks (the demo preset's replanning).
+Env-actor startup (Ray, imports, simulator build) is included: it is what a user waits for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rich.table import Table  # noqa: E402
+
+from pipeline.config import DemoConfig  # noqa: E402
+from pipeline.console import console  # noqa: E402
+from sim.evaluation import plan_episodes, run_episodes  # noqa: E402
+from sim.policies import ConstantPolicy, ExpertPolicy  # noqa: E402
+from sim.rollout import EnvSpec, LoopSettings  # noqa: E402
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    load = os.getloadavg()[0]  # other work on the machine shows up in the numbers: say how much there was
+    return f"{platform.system()} {cpu}, {os.cpu_count()} cores, load {load:.1f}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=2, help="episodes per task")
+    parser.add_argument("--workers", type=int, default=2, help="parallel Ray env actors")
+    args = parser.parse_args()
+    demo = DemoConfig()
+    cases = {
+        "expert, 1-step chunks": (ExpertPolicy(), LoopSettings(64, 64, 1, with_expert=True), demo.max_steps),
+        "constant, 8-step chunks": (ConstantPolicy([0, 0, 0, 0], horizon=8), LoopSettings(64, 64, 8), 100),
+    }
+    import ray
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # loopback-only, benchmark-lifetime cluster
+    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False, configure_logging=False)
+    table = Table(title=f"closed-loop evaluation throughput ({machine()})")
+    for col in ("policy", "episodes", "env steps", "serial ep/min", f"{args.workers} actors ep/min", "ratio"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    try:
+        for name, (policy, settings, max_steps) in cases.items():
+            envs = [EnvSpec("metaworld", "metaworld", t, tuple(demo.cameras), demo.height, demo.width, max_steps)
+                    for t in demo.tasks]
+            plan = plan_episodes(envs, args.episodes, 1000, 0)
+            rates, steps = [], 0
+            for workers in (0, args.workers):
+                start = time.perf_counter()
+                results = run_episodes(plan, policy, settings, workers)
+                rates.append(60 * len(results) / (time.perf_counter() - start))
+                steps = sum(r.steps for r in results)
+            table.add_row(name, str(len(plan)), str(steps), f"{rates[0]:.1f}", f"{rates[1]:.1f}", f"{rates[1] / rates[0]:.2f}x")
+    finally:
+        ray.shutdown()
+    console.print(table)
+    console.print(f"config: demo tasks {demo.tasks}, cameras {demo.cameras} at {demo.width}x{demo.height}, "
+                  f"{args.episodes} episodes per task; serial = one simulator in the driver process")
+
+
+if __name__ == "__main__":
+    main()
