@@ -71,6 +71,7 @@ def train_loop_per_worker(config: dict) -> None:
     # 1. model, restored from the latest checkpoint when resuming (a worker died, or the same run re-ran)
     cfg.model.device = str(device)
     model = build_model(cfg.model)
+    model.backbone.gradient_checkpointing = tc.activation_checkpointing
     step, samples_per_rank = 0, 0
     restored = ray.train.get_checkpoint()
     opt_dir = None

@@ -1,0 +1,214 @@
+"""Training throughput: the offline cache and the latent downsample, measured side by side.
+
+Part A (demo preset, one process, the same real clips in every arm): samples/s
+of a full co-training step (forward, backward, AdamW) when the clip is
+VAE-encoded in the loop against read from cached latents, and with the video
+latents 2x2-downsampled against at full resolution. Decoding the mp4s is done
+once beforehand and excluded from every arm, so the uncached arms are, if
+anything, flattered.
+
+Part B (paper preset, random weights, batch 1, fp32): time and peak memory of
+one training step, each configuration in its own subprocess.
+
+    python benchmarks/train_throughput.py [--steps 4] [--skip-paper]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def peak_gib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+# ---------------------------------------------------------------- part A: cache and downsample
+def real_clips(cfg, count: int) -> list[dict]:
+    """`count` training samples of the demo dataset as pixels (decoded, resized, cameras joined)."""
+    from sim.demos import ensure_demo_dataset
+    from stages.decode import clip_pixels, resize
+    from stages.lerobot import LeRobotDataset
+    from stages.plan import ClipGeometry, plan_episode
+
+    reader = LeRobotDataset(ensure_demo_dataset(cfg))
+    geom, c = ClipGeometry.from_config(cfg.cache), cfg.cache
+    samples = []
+    for episode in reader.episodes:
+        plan = plan_episode(episode.length, geom)
+        frames = reader.frames(episode)
+        needed = plan.needed_frames
+        views = [resize(reader.read_images(episode, cam, needed), c.image_height, c.image_width) for cam in reader.camera_keys]
+        joined = np.concatenate(views, axis=2)
+        lookup = {int(f): i for i, f in enumerate(needed)}
+        for s in range(len(plan.starts)):
+            clip_index = np.array([[lookup[int(f)] for f in plan.video_index[s]]])
+            samples.append({
+                "pixels": clip_pixels(joined, clip_index)[0],  # [3, n, H, W]
+                "proprio": torch.from_numpy(frames.state[plan.starts[s]]),
+                "actions": torch.from_numpy(frames.action[plan.action_index[s]]),
+                "action_mask": torch.from_numpy(plan.action_mask[s]),
+                "video_pad": plan.video_pad[s],
+            })
+            if len(samples) == count:
+                return samples
+    return samples
+
+
+def latents_of(vae, pixels: torch.Tensor, pad: np.ndarray, factor: int) -> dict:
+    """What the cache stores for a batch of clips: pooled clip, current-frame latent, frame mask."""
+    from model.vae import encode
+    from stages.downsample import latent_frame_mask, pool_latents
+
+    clip = encode(vae, pixels)  # [B, z, F, h, w]
+    current = encode(vae, pixels[:, :, :1])
+    video = torch.as_tensor(pool_latents(clip.numpy(), factor)) if factor > 1 else clip
+    return {"video_latents": video, "current_latent": current,
+            "video_frame_mask": torch.as_tensor(np.stack([latent_frame_mask(p) for p in pad]))}
+
+
+def batch_of(samples: list[dict], latents: dict, text: torch.Tensor) -> dict:
+    b = len(samples)
+    lo = torch.stack([s["actions"] for s in samples]).amin((0, 1))
+    hi = torch.stack([s["actions"] for s in samples]).amax((0, 1))
+    norm = lambda x: 2 * (x - lo) / (hi - lo).clamp(min=1e-6) - 1  # noqa: E731
+    return {**latents, "text": text.expand(b, -1, -1), "proprio": torch.stack([s["proprio"] for s in samples]),
+            "actions": norm(torch.stack([s["actions"] for s in samples])),
+            "action_mask": torch.stack([s["action_mask"] for s in samples])}
+
+
+def arm(cfg, batches: list[list[dict]], cached: bool, factor: int, steps: int) -> float:
+    """Samples/s of `steps` training steps (after one warm-up)."""
+    from model.light_wam import build_model
+    from model.vae import build_vae
+    from pipeline.train_state import make_optimizer
+
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.train)
+    vae = build_vae(cfg.cache.vae)
+    text = torch.zeros(1, cfg.cache.text.max_tokens, cfg.cache.text.dim)
+    pre = [latents_of(vae, torch.stack([s["pixels"] for s in b]), [s["video_pad"] for s in b], factor) for b in batches] \
+        if cached else None
+    times = []
+    for i in range(steps + 1):
+        samples = batches[i % len(batches)]
+        start = time.perf_counter()
+        lat = pre[i % len(batches)] if cached else latents_of(
+            vae, torch.stack([s["pixels"] for s in samples]), [s["video_pad"] for s in samples], factor)
+        out = model(batch_of(samples, lat, text))
+        out["loss"].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i:  # the first step warms up allocators and kernels
+            times.append(time.perf_counter() - start)
+    return len(batches[0]) / statistics.median(times)
+
+
+def part_a(steps: int) -> None:
+    from pipeline.cli import load_config
+
+    cfg = load_config(["workdir=work-bench", "demo.tasks=[reach-v3]", "demo.episodes_per_task=3"])[0]
+    bs = cfg.train.batch_size
+    samples = real_clips(cfg, bs * 2)
+    batches = [samples[:bs], samples[bs:2 * bs]]
+    rows = []
+    for name, cached, factor in [("VAE in the loop, full-res video", False, 1),
+                                 ("VAE in the loop, 2x2 downsampled", False, 2),
+                                 ("cached latents, full-res video", True, 1),
+                                 ("cached latents, 2x2 downsampled (Light-WAM)", True, 2)]:
+        rows.append((name, arm(cfg, batches, cached, factor, steps)))
+        print(f"  measured: {name}: {rows[-1][1]:.2f} samples/s", flush=True)
+    r = dict(rows)
+    h, w = cfg.cache.image_height, cfg.cache.image_width * 2
+    print(f"\nPart A: demo preset, batch {bs}, clips {cfg.cache.num_frames}x{h}x{w}, {steps} timed steps per arm")
+    print(f"machine: {machine()}\n")
+    print(f"| arm | samples/s | vs VAE in loop, full-res |\n|---|---|---|")
+    base = rows[0][1]
+    for name, sps in rows:
+        print(f"| {name} | {sps:.2f} | {sps / base:.2f}x |")
+    light = r["cached latents, 2x2 downsampled (Light-WAM)"]
+    print(f"\nratios: cache {light / r['VAE in the loop, 2x2 downsampled']:.2f}x (paper 1.76x on GPUs); "
+          f"downsample {light / r['cached latents, full-res video']:.2f}x; overall {light / base:.2f}x (paper 4.25x)")
+
+
+# ---------------------------------------------------------------- part B: one paper-size step
+def paper_step(checkpointing: bool) -> dict:
+    from model.light_wam import build_model
+    from pipeline.cli import load_config
+    from pipeline.train_state import make_optimizer
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    cfg = load_config(["preset=paper"])[0]
+    model = build_model(cfg.model, fast_init=True)
+    model.backbone.gradient_checkpointing = checkpointing
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(params, cfg.train)
+    # 224x448 pixels -> 28x56 latents; the clip pooled 2x2 -> 14x28; 3 latent frames
+    batch = {"video_latents": torch.randn(1, 16, 3, 14, 28), "video_frame_mask": torch.ones(1, 3, dtype=torch.bool),
+             "current_latent": torch.randn(1, 16, 1, 28, 56), "text": torch.randn(1, 128, 4096),
+             "proprio": torch.rand(1, 8) * 2 - 1, "actions": torch.rand(1, 32, 7) * 2 - 1,
+             "action_mask": torch.ones(1, 32, dtype=torch.bool)}
+    times = []
+    for _ in range(3):  # the first step also allocates AdamW's state
+        start = time.perf_counter()
+        model(batch)["loss"].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return {"first_s": times[0], "step_s": statistics.median(times[1:]), "peak_gib": peak_gib(),
+            "trainable_m": sum(p.numel() for p in params) / 1e6}
+
+
+def part_b() -> None:
+    print("\nPart B: paper preset, one training step (random weights, batch 1, fp32, AdamW)")
+    print(f"machine: {machine()}\n")
+    print("| activation checkpointing | first step s | step s (median of 2) | peak RSS GiB |\n|---|---|---|---|")
+    for ckpt in (False, True):
+        out = subprocess.run([sys.executable, __file__, "--paper-child", str(int(ckpt))], capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"| {ckpt} | failed: {out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode} | | |")
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"| {ckpt} | {r['first_s']:.1f} | {r['step_s']:.1f} | {r['peak_gib']:.2f} |")
+    print("\nfor scale: the paper authors' code on this machine kind needs ~22-24 GiB without checkpointing "
+          "(does not fit 24 GiB), ~32 s/step and ~19 GiB with per-block checkpointing; target <= 14 GiB, <= 32 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--skip-paper", action="store_true")
+    parser.add_argument("--paper-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.paper_child is not None:
+        print(json.dumps(paper_step(bool(args.paper_child))))
+        return
+    part_a(args.steps)
+    if not args.skip_paper:
+        part_b()
+
+
+if __name__ == "__main__":
+    main()
