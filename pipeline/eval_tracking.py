@@ -79,9 +79,9 @@ def metrics_of(summary: dict[str, Any]) -> dict[str, float]:
     out = {SUCCESS_MEAN: summary["success_mean"], "eval/episodes": summary["episodes"],
            "eval/steps_per_second": summary["steps_per_second"],
            "eval/episodes_per_minute": summary["episodes_per_minute"]}
-    for t in summary["tasks"]:
-        out[f"eval/success/{t['task']}"] = t["success"]
-        out[f"eval/mean_length/{t['task']}"] = t["mean_length"]
+    for task, rate in summary["tasks"].items():
+        out[f"eval/success/{task}"] = rate["success"]
+        out[f"eval/mean_length/{task}"] = rate["mean_length"]
     for suite, rate in summary["suites"].items():
         out[f"eval/suite_success/{suite}"] = rate["success"]
         out[f"eval/suite_ci_low/{suite}"] = rate["ci_low"]

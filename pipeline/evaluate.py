@@ -114,8 +114,8 @@ def print_table(summary: dict[str, Any]) -> None:
     table = Table(title="closed-loop evaluation")
     for col in ("suite", "task", "episodes", "success", "95% CI", "mean length"):
         table.add_column(col, justify="left" if col in ("suite", "task") else "right")
-    for t in summary["tasks"]:
-        table.add_row(t["suite"], t["task"], str(t["episodes"]), f"{t['success']:.0%}",
+    for task, t in summary["tasks"].items():
+        table.add_row(t["suite"], task, str(t["episodes"]), f"{t['success']:.0%}",
                       f"{t['ci_low']:.0%}-{t['ci_high']:.0%}", f"{t['mean_length']:.0f}")
     for suite, s in summary["suites"].items():
         table.add_row(f"[bold]{suite}[/bold]", "[bold]all[/bold]", str(s["episodes"]), f"{s['success']:.0%}",

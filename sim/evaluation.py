@@ -135,15 +135,18 @@ class Rate:
 
 
 def summarize(results: list[EpisodeResult], seconds: float) -> dict[str, Any]:
-    """Per task and per suite success with 95% Wilson intervals, mean length, throughput."""
+    """Per task and per suite success with 95% Wilson intervals, mean length, throughput.
+
+    `tasks` maps task name -> {suite, episodes, successes, success, ci_low, ci_high, mean_length}.
+    """
     by_task: dict[tuple[str, str], list[EpisodeResult]] = {}
     for r in results:
         by_task.setdefault((r.suite, r.task), []).append(r)
-    tasks = [{"suite": s, "task": t, **Rate.of(rs).__dict__} for (s, t), rs in by_task.items()]
+    tasks = {t: {"suite": s, **Rate.of(rs).__dict__} for (s, t), rs in by_task.items()}
     suites = {s: Rate.of([r for r in results if r.suite == s]).__dict__ for s in sorted({r.suite for r in results})}
     steps = sum(r.steps for r in results)
     return {
-        "success_mean": float(np.mean([t["success"] for t in tasks])) if tasks else 0.0,
+        "success_mean": float(np.mean([t["success"] for t in tasks.values()])) if tasks else 0.0,
         "tasks": tasks,
         "suites": suites,
         "episodes": len(results),
