@@ -1,5 +1,5 @@
 # Two user-facing targets: `make run` and `make test`. Both create .venv once
-# (torch first, pinned, then the project with its dev extra) and reuse it after.
+# (torch first, pinned, then the project with its dev and LIBERO extras) and reuse it after.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -9,11 +9,11 @@ ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,libero]'
 	touch $(STAMP)
 
 run: $(STAMP)
