@@ -9,6 +9,7 @@ joins that cluster; otherwise it starts an embedded one on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -22,6 +23,21 @@ def _interrupt_on_sigterm() -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def earlier_evaluation(cfg, trained) -> dict | None:
+    """The results of this very model version under the same evaluation settings, if already computed."""
+    from pipeline.workdir import workdir
+
+    path = workdir(cfg) / "eval" / f"{cfg.tracking.registered_model}-v{trained.model_version}" / "results.json"
+    if not (trained.skipped and path.exists()):
+        return None
+    old = json.loads(path.read_text())
+    same = {"env": cfg.eval.env.value, "episodes_per_task": cfg.eval.episodes_per_task, "seed": cfg.eval.seed,
+            "replan_every": cfg.eval.replan_every}
+    if any(old.get(k) != v for k, v in same.items()) or (cfg.eval.tasks and sorted(cfg.eval.tasks) != sorted(old["tasks"])):
+        return None
+    return old
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,7 +82,11 @@ def main(argv: list[str] | None = None) -> None:
         # 4. closed-loop evaluation of the registered version in simulation
         console.print("\\[4/4] closed-loop evaluation")
         cfg.eval.model = trained.model_uri
-        results = evaluate_model(cfg)
+        results = earlier_evaluation(cfg, trained)
+        if results is not None:
+            console.print(f"evaluation of {trained.model_uri} with these settings exists: skipped")
+        else:
+            results = evaluate_model(cfg)
         times["evaluate"] = time.perf_counter() - start - sum(times.values())
 
     console.rule("summary")
