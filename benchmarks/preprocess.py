@@ -33,7 +33,7 @@ from rich.table import Table
 from pipeline.cli import load_config
 from pipeline.config import Config
 from pipeline.console import console
-from pipeline.preprocess import ENCODER_ENV, dataset_root, run_pipeline
+from pipeline.preprocess import dataset_root, run_pipeline
 from stages.decode import DecodeGroup, DecodeSpec, clip_pixels, resize
 from stages.encode import EncodeSpec, VaeEncoder
 from stages.lerobot import LeRobotDataset
@@ -81,6 +81,7 @@ class Phase:
     seconds: float
     samples: int
     peak_bytes: int
+    cpu_seconds: float = float("nan")  # CPU time of the encoding process (all threads); load-independent
 
     @property
     def rate(self) -> float:
@@ -107,7 +108,7 @@ def bench_naive(cfg, reader: LeRobotDataset, todo) -> Phase:
     geom, c = ClipGeometry.from_config(cfg.cache), cfg.cache
     torch.set_num_threads(os.cpu_count() or 1)
     with PeakMemory() as mem:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         vae = build_vae(c.vae, "cpu", torch.float32)
         count = 0
         for _, episodes in todo:
@@ -120,8 +121,8 @@ def bench_naive(cfg, reader: LeRobotDataset, todo) -> Phase:
                     clip = np.concatenate(views, axis=2)
                     encode(vae, clip_pixels(clip, np.arange(len(frames))[None]))
                     count += 1
-        seconds = time.perf_counter() - start
-    return Phase(seconds, count, mem.peak)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return Phase(seconds, count, mem.peak, cpu)
 
 
 def bench_encode_only(cfg, spec: DecodeSpec, todo, threads: int) -> Phase:
@@ -131,19 +132,19 @@ def bench_encode_only(cfg, spec: DecodeSpec, todo, threads: int) -> Phase:
     rows = [DecodeGroup(spec)({"shard": s, "episodes": eps}) for s, eps in todo]
     encode = EncodeSpec(cfg.cache.vae, "cpu", cfg.cache.dtype, cfg.cache.encode_batch_size, threads)
 
-    @ray.remote(num_cpus=1, runtime_env={"env_vars": ENCODER_ENV})
+    @ray.remote(num_cpus=1)
     class Timed(VaeEncoder):
-        def time_encode(self, rows) -> float:
-            start = time.perf_counter()
+        def time_encode(self, rows) -> tuple[float, float]:
+            start, cpu = time.perf_counter(), time.process_time()
             for row in rows:
                 self.encode_clips(row["frames"], row["clip_index"])
-            return time.perf_counter() - start
+            return time.perf_counter() - start, time.process_time() - cpu
 
     with PeakMemory() as mem:
         actor = Timed.remote(encode)
-        seconds = ray.get(actor.time_encode.remote(rows))
+        seconds, cpu = ray.get(actor.time_encode.remote(rows))
         ray.kill(actor)
-    return Phase(seconds, sum(len(r["clip_index"]) for r in rows), mem.peak)
+    return Phase(seconds, sum(len(r["clip_index"]) for r in rows), mem.peak, cpu)
 
 
 def run_geometry(name: str, overrides: list[str], episodes: int, workdir: str) -> dict:
@@ -175,13 +176,14 @@ def report(runs: dict[str, dict]) -> None:
                   f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     table = Table(title="offline cache throughput")
     for col in ("geometry", "samples", "pipeline/s", "naive/s", "encode/s", "vs naive", "overhead", "s/clip",
-                "peak GiB pipe/naive"):
+                "CPU s/clip enc/naive", "peak GiB pipe/naive"):
         table.add_column(col, justify="right")
     for name, run in runs.items():
         r = run["results"]
         p, n, e = r["pipeline"], r["naive loop"], r["encode only"]
         table.add_row(name, str(run["samples"]), f"{p.rate:.3f}", f"{n.rate:.3f}", f"{e.rate:.3f}",
                       f"{p.rate / n.rate:.2f}x", f"{p.seconds / e.seconds - 1:+.0%}", f"{p.seconds / p.samples:.2f}",
+                      f"{e.cpu_seconds / e.samples:.2f} / {n.cpu_seconds / n.samples:.2f}",
                       f"{p.peak_bytes / 2**30:.2f} / {n.peak_bytes / 2**30:.2f}")
     Console(width=120).print(table)  # "overhead": pipeline time over encode-only time
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.cli import parse_or_exit
+from pipeline.cli import parse_or_exit, to_flat_dict
 from pipeline.config import Config
 from pipeline.console import console
 from pipeline.workdir import cache_root, demo_dataset_dir
@@ -30,12 +30,6 @@ from stages.manifest import (MANIFEST, ManifestError, derivable, fingerprint, id
                              validate_shards)
 from stages.plan import ClipGeometry, group_episodes, samples_in
 from stages.shards import shard_name, sidecar_path, write_json_atomic
-
-# glibc returns freed memory to the OS eagerly; the VAE's large per-layer buffers
-# then page-fault back in on every call. Keeping it mapped removes most of that cost.
-ENCODER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 34), "MALLOC_TRIM_THRESHOLD_": str(1 << 34),
-               "MALLOC_TOP_PAD_": str(1 << 30)}
-
 
 @dataclass
 class PreprocessResult:
@@ -82,8 +76,7 @@ def run_pipeline(cfg: Config, root: Path, cache_dir: Path, cameras: list[str], t
     ds = ray.data.from_items([{"shard": s, "episodes": eps} for s, eps in todo], override_num_blocks=len(todo))
     ds = ds.map(DecodeGroup(decode), num_cpus=1)
     ds = ds.map_batches(VaeEncoder, fn_constructor_args=(encode,), batch_size=1,
-                        compute=ActorPoolStrategy(size=actors), num_gpus=1 if use_gpu else 0,
-                        num_cpus=1, runtime_env={"env_vars": ENCODER_ENV})
+                        compute=ActorPoolStrategy(size=actors), num_gpus=1 if use_gpu else 0, num_cpus=1)
     ds = ds.map(Downsample(c.latent_downsample), num_cpus=0.5)
     ds = ds.map(WriteShard(str(cache_dir)), num_cpus=0.5)
 
@@ -103,7 +96,7 @@ def _collect(cache_dir: Path, groups: list[list[int]]) -> list[dict]:
     return [json.loads(sidecar_path(cache_dir, i).read_text()) for i in range(len(groups))]
 
 
-def _build_manifest(cfg: Config, identity: dict, fp: str, records: list[dict], text_keys: dict,
+def _build_manifest(cfg: Config, identity: dict, fp: str, episodes: int, records: list[dict], text_keys: dict,
                     timings: dict, latent_hw: tuple[int, int]) -> dict:
     shards = [{k: r[k] for k in ("file", "samples", "bytes", "sha256")} for r in records if r["samples"]]
     files: dict[str, str] = {}
@@ -116,10 +109,10 @@ def _build_manifest(cfg: Config, identity: dict, fp: str, records: list[dict], t
         "schema": identity["schema"],
         "fingerprint": fp,
         "identity": identity,
-        "config": {"cache": {k: v for k, v in identity.items() if k.startswith("cache.")},
-                   "preset": cfg.preset},
+        "config": {k: v for k, v in to_flat_dict(cfg).items() if k.startswith(("preset", "data.", "cache."))},
         "vae": identity["cache.vae"],
         "text_encoder": identity["cache.text"],
+        "episodes": episodes,
         "samples": sum(s["samples"] for s in shards),
         "shards": shards,
         "stats": merge_stats([r["stats"] for r in records]),
@@ -130,6 +123,7 @@ def _build_manifest(cfg: Config, identity: dict, fp: str, records: list[dict], t
         "latent_shape": {"current": list(latent_hw), "video": [latent_hw[0] // cfg.cache.latent_downsample,
                                                               latent_hw[1] // cfg.cache.latent_downsample]},
         "timings": {"stage_seconds": dict(stage_seconds), **timings},
+        "nodes": {r["file"]: r.get("nodes", {}) for r in records},  # Ray node per stage (provenance only)
     }
 
 
@@ -193,8 +187,7 @@ def preprocess(cfg: Config) -> PreprocessResult:
     h8, w8 = cfg.cache.image_height // 8, cfg.cache.image_width * len(reader.camera_keys) // 8
     timings = {"identity_s": t_identity - t0, "text_s": t_text - t_identity, "pipeline_s": t_pipeline - t_text,
                "total_s": time.perf_counter() - t0}
-    manifest = _build_manifest(cfg, identity, fp, records, text_keys, timings, (h8, w8))
-    manifest["episodes"] = len(reader.episodes)
+    manifest = _build_manifest(cfg, identity, fp, len(reader.episodes), records, text_keys, timings, (h8, w8))
     write_json_atomic(cache_dir / MANIFEST, manifest)
     return PreprocessResult(cache_dir, fp, manifest, True, f"cache written in {timings['total_s']:.1f}s")
 
