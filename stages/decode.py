@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from stages import video
 from stages.lerobot import Episode, LeRobotDataset
 from stages.plan import ClipGeometry, plan_episode
+from stages.provenance import node_id
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class DecodeGroup:
             stats=json.dumps({k: _moments(np.concatenate([p[f"rows_{k}"] for p in parts])) if parts else None
                               for k in ("actions", "proprio")}),
             t_decode=time.perf_counter() - start,
+            node_decode=node_id(),
         )
         return out
 

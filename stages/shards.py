@@ -8,8 +8,9 @@ so none of that holds. Each group is still written by a Ray task, in parallel.
 
 Members are `.npy` (saved with allow_pickle=False) and `.json` only. After the
 tar is renamed into place, `shard-NNNNN.json` records its sample count, sha256,
-rejected episodes, normalization moments and timings; a group counts as done only
-when both exist, which is what makes a killed run resumable without duplicates.
+rejected episodes, normalization moments, timings and the Ray node of each stage;
+a group counts as done only when both exist, which is what makes a killed run
+resumable without duplicates.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import webdataset as wds
+
+from stages.provenance import node_id
 
 SAMPLE_ARRAYS = ("video_latents", "video_frame_mask", "current_latent", "proprio", "actions", "action_mask")
 
@@ -98,6 +101,8 @@ class WriteShard:
             "stats": json.loads(row["stats"]),
             "timings": {"decode": float(row["t_decode"]), "encode": float(row["t_encode"]),
                         "downsample": float(row["t_downsample"]), "write": time.perf_counter() - start},
+            "nodes": {"decode": str(row.get("node_decode", "")), "encode": str(row.get("node_encode", "")),
+                      "write": node_id()},
         }
         write_json_atomic(sidecar_path(self.cache_dir, shard), record)
         return {"record": json.dumps(record)}
