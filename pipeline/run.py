@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     times: dict[str, float] = {}
     start = time.perf_counter()
     with ray_session(cfg.cluster) as resources:
+        _interrupt_on_sigterm()  # again: ray.init installs a fatal-signal handler that would abort without cleanup
         console.print(f"Ray: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU")
 
         # 1. the dataset: a local LeRobot dataset, or the embedded MetaWorld demo
@@ -100,4 +101,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # by now Ray is shut down and the MLflow run (if any) is marked KILLED
+        console.print("[red]interrupted[/red]: the same command continues from the cache and the last checkpoint")
+        raise SystemExit(130) from None
