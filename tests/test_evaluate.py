@@ -36,17 +36,6 @@ def expert_run() -> tuple[dict, list[EpisodeResult]]:
     return evaluate(EXPERT_PLAN, ExpertPolicy(), EXPERT, num_workers=0)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # loopback-only test cluster
-    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=2, log_to_driver=False,
-             configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 def test_wilson_interval_known_values():
     low, high = wilson_interval(8, 10)
     assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
