@@ -128,6 +128,8 @@ class LeRobotDataset:
                 f"got [{frame_indices.min()}, {frame_indices.max()}]"
             )
         segment = episode.videos[camera]
+        if not segment.path.is_file():
+            raise DatasetError(f"{segment.path}: file not found (episode {episode.index}, camera {camera!r})")
         timestamps = segment.from_timestamp + self.frames(episode).timestamp[frame_indices]
         try:
             if segment.path not in self._decoders:
@@ -153,6 +155,9 @@ class LeRobotDataset:
         files = sorted(set(meta) | self._data_and_video_files())
         for path in files:
             rel = path.relative_to(self.root).as_posix()
+            if not path.is_file():  # a missing video is part of the identity too
+                digest.update(f"{rel}\0missing\n".encode())
+                continue
             digest.update(f"{rel}\0{path.stat().st_size}\0{self._file_hash(path)}\n".encode())
         return digest.hexdigest()
 
@@ -267,7 +272,9 @@ class LeRobotDataset:
         return files
 
     def _check_files_exist(self) -> None:
-        for path in sorted(self._data_and_video_files()):
+        """Data files must all exist. A missing video fails only the episodes that need it
+        (`read_images` raises naming the file), so a cache can quarantine them and go on."""
+        for path in sorted({ep.data_path for ep in self.episodes}):
             if not path.is_file():
                 raise DatasetError(f"{path}: file not found (referenced by the episode metadata)")
 

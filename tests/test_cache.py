@@ -226,3 +226,13 @@ def test_corrupt_video_is_quarantined_and_too_many_rejects_fail(ray_cluster, tmp
     rejected = lenient.manifest["rejected"]
     assert [r["episode"] for r in rejected] == [1] and "episode_000001.mp4" in rejected[0]["reason"]
     assert {s.split("/")[0] for s in samples_of(lenient.cache_dir)} == {"0", "2"}
+
+
+def test_missing_video_is_quarantined(ray_cluster, tmp_path):
+    exp = write_v21_dataset(tmp_path / "ds", lengths=(9, 8, 7), size=32)
+    (tmp_path / "ds" / f"videos/chunk-000/{exp.cameras[0]}/episode_000002.mp4").unlink()
+    result = preprocess(config(tmp_path / "ds", tmp_path / "cache", "cache.max_reject_fraction=0.5"))
+    assert result.ok
+    rejected = result.manifest["rejected"]
+    assert [r["episode"] for r in rejected] == [2] and "episode_000002.mp4" in rejected[0]["reason"]
+    assert {s.split("/")[0] for s in samples_of(result.cache_dir)} == {"0", "1"}

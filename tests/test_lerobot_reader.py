@@ -189,8 +189,12 @@ def test_truncated_episodes_metadata(fresh_v3):
 def test_missing_mp4(fresh_v3):
     root, exp = fresh_v3
     (root / f"videos/{exp.cameras[0]}/chunk-000/file-001.mp4").unlink()
+    ds = LeRobotDataset(root)  # opens: only the episodes in that file are unreadable
+    in_file = [e for e in ds.episodes if e.videos[exp.cameras[0]].path.name == "file-001.mp4"]
+    assert in_file
     with pytest.raises(DatasetError, match="file-001.mp4"):
-        LeRobotDataset(root)
+        ds.read_images(in_file[0], exp.cameras[0], np.arange(2))
+    ds.read_images(ds.episodes[0], exp.cameras[0], np.arange(2))  # the others still read
 
 
 def test_corrupt_mp4(fresh_v21):
