@@ -7,7 +7,6 @@ RAY_ADDRESS); the clean cache of the small H.264 dataset is built once per modul
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import subprocess_env
 from lerobot_fixtures import write_v3_dataset, write_v21_dataset
 from pipeline.cli import load_config
-from pipeline.config import ClusterConfig
 from pipeline.preprocess import preprocess
 from stages.cache_loader import BATCH_KEYS, CacheMismatchError, open_cache, read_shard
 from stages.manifest import read_manifest, validate_shards
@@ -42,21 +41,6 @@ def overrides(data: Path, root: Path, *extra: str) -> list[str]:
 
 def config(data: Path, root: Path, *extra: str):
     return load_config(overrides(data, root, *extra))[0]
-
-
-@pytest.fixture(scope="session")
-def ray_cluster():
-    import ray
-
-    from cluster.ray_session import ray_session
-
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    with ray_session(ClusterConfig(num_cpus=2)):
-        yield ray.get_runtime_context().gcs_address
-
-
-def subprocess_env(address: str) -> dict:
-    return {**os.environ, "RAY_ADDRESS": address, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.getcwd()}
 
 
 @pytest.fixture(scope="module")
