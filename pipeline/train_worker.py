@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from model.checkpoint import load_trainable_state, save_checkpoint
 from model.light_wam import build_model
-from pipeline.config import Checkpointing, Config
+from pipeline.config import Config
 from pipeline.run_logger import RunLogger
 from pipeline.train_data import batches
 from pipeline.train_state import load_optimizer, make_optimizer, make_scheduler, save_optimizer
@@ -71,9 +71,7 @@ def train_loop_per_worker(config: dict) -> None:
     # 1. model, restored from the latest checkpoint when resuming (a worker died, or the same run re-ran)
     cfg.model.device = str(device)
     model = build_model(cfg.model)
-    model.backbone.gradient_checkpointing = tc.activation_checkpointing == Checkpointing.blocks
-    if tc.activation_checkpointing == Checkpointing.ffn:
-        model.backbone.checkpoint_feedforward()
+    model.backbone.gradient_checkpointing = tc.activation_checkpointing
     step, samples_per_rank = 0, 0
     restored = ray.train.get_checkpoint()
     opt_dir = None
