@@ -16,6 +16,7 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file
 
 from model.checkpoint import load_trainable_state, save_checkpoint
 from model.light_wam import build_model
@@ -72,25 +73,17 @@ def train_loop_per_worker(config: dict) -> None:
     cfg.model.device = str(device)
     model = build_model(cfg.model)
     model.backbone.gradient_checkpointing = tc.activation_checkpointing
-    step, samples_per_rank = 0, 0
-    restored = ray.train.get_checkpoint()
-    opt_dir = None
-    if restored:
-        with restored.as_directory() as d:
-            from safetensors.torch import load_file
-
-            load_trainable_state(model, load_file(str(Path(d) / "model.safetensors")))
-            state = json.loads((Path(d) / "train_state.json").read_text())
-            # samples per rank are re-derived from the step, so a different worker count resumes too
-            step = state["step"]
-            opt_dir = Path(tempfile.mkdtemp())
-            for name in ("optimizer.safetensors", "optimizer.json"):
-                (opt_dir / name).write_bytes((Path(d) / name).read_bytes())
-    ddp = ray.train.torch.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, tc)
-    if opt_dir is not None:
-        load_optimizer(opt, opt_dir)
+    step = 0
+    restored = ray.train.get_checkpoint()
+    if restored:
+        with restored.as_directory() as d:
+            load_trainable_state(model, load_file(str(Path(d) / "model.safetensors")))
+            load_optimizer(opt, Path(d))
+            # the data position is re-derived from the step, so a different worker count resumes too
+            step = json.loads((Path(d) / "train_state.json").read_text())["step"]
+    ddp = ray.train.torch.prepare_model(model)
     sched = make_scheduler(opt, tc, step)
 
     # 2. data: this rank's part of the shards, positioned after what earlier steps consumed
