@@ -132,9 +132,10 @@ def _train_workers() -> list[psutil.Process]:
 
 
 def test_killed_worker_is_replaced_and_the_run_resumes(workspace, ray_cluster):
-    cfg = cfg_for(workspace, "train.steps=16", "train.checkpoint_every=4", "train.max_failures=2", "train.plot_every=100")
-    args = [f"{a}" for a in workspace[1]] + [f"train.run_name={cfg.train.run_name}", "train.steps=16",
-                                             "train.checkpoint_every=4", "train.max_failures=2", "train.plot_every=100"]
+    # enough steps that training is still running when the first checkpoint (step 4) appears
+    extra = ["train.steps=40", "train.checkpoint_every=4", "train.max_failures=2", "train.plot_every=100"]
+    cfg = cfg_for(workspace, *extra)
+    args = [*workspace[1], f"train.run_name={cfg.train.run_name}", *extra]
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", *args], env=subprocess_env(ray_cluster),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     storage = Path(cfg.workdir) / "ray_results" / cfg.train.run_name
@@ -144,13 +145,14 @@ def test_killed_worker_is_replaced_and_the_run_resumes(workspace, ray_cluster):
     assert checkpoints(storage), "no checkpoint appeared"
     workers = _train_workers()
     assert workers, "no Ray Train worker process found"
-    workers[-1].kill()
+    for worker in workers:  # both ranks: the group must be rebuilt whichever rank held the step
+        worker.kill()
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, out
     tracking.setup(cfg)
     run = mlflow.search_runs(filter_string=f"tags.`lightwam.run_name` = '{cfg.train.run_name}'",
                              output_format="list", experiment_ids=[tracking.setup(cfg)])[0]
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["step"] == 16
+    assert run.data.metrics["step"] == 40
     resumed = metric_history(cfg, run.info.run_id, "resumed_from_step")
     assert resumed and resumed[0] > 0 and resumed[0] % 4 == 0  # restarted from a checkpoint, not from scratch
