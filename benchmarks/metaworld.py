@@ -1,0 +1,258 @@
+"""Policy quality on MetaWorld MT10 and the video co-training ablation (issue 8).
+
+`python benchmarks/metaworld.py [--tasks T ...] [--episodes N] [--demos N] [--steps N] [key=value ...]`
+
+Runs the normal command twice, `python -m pipeline.run preset=bench [overrides]`,
+once for the full model and once with `model.video_loss_weight=0` (action only):
+same demos, cache, seed and step budget, so the second run reuses the dataset
+and the shards and trains a new MLflow run beside the first. It then reads each
+run's closed-loop success from MLflow and prints a markdown table (per task,
+95% Wilson intervals) that it also inserts into `benchmarks/RESULTS.md`
+(`--results PATH` writes elsewhere, `--no-write` nowhere). The flags scale the
+preset down for a pilot; anything `key=value` is passed through as an override.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.metadata import version
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sim.evaluation import wilson_interval  # noqa: E402
+
+DEFAULT_RESULTS = REPO / "benchmarks" / "RESULTS.md"
+MARKER = "<!-- benchmarks/metaworld.py inserts results below this line, newest first -->"
+HEADER = f"""# Benchmark results: policy quality on MetaWorld MT10
+
+Closed-loop success of the `bench` preset (the demo model trained on the ten
+MetaWorld MT10 tasks from scripted-expert demonstrations, two 64x64 cameras,
+one multi-task policy conditioned on the instruction) and of the same model
+trained without the video loss (`model.video_loss_weight=0`): the paper's
+co-training claim, measured with the same cache, seed and training budget.
+Evaluation layouts come from `eval.seed` and never reuse a demonstration layout.
+Intervals are 95% Wilson score intervals over the evaluation episodes.
+
+Reproduce (on this 2-core CPU, estimated from smaller runs: demos ~11 min, cache
+~35-70 min, then per arm ~55 min of training and 30-80 min of evaluation for its
+500 episodes; about 4-6 hours in all; a rerun skips whatever is done):
+
+```bash
+.venv/bin/python benchmarks/metaworld.py
+```
+
+Each section below is one invocation: the machine, the exact command and the
+table it printed. `python -m pipeline.compare preset=bench` shows the same runs
+from MLflow.
+
+{MARKER}
+
+_No measurement yet: the first run replaces this line with its section._
+"""
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    overrides: tuple[str, ...]
+
+
+ARMS = (Arm("full (video + action)", ()), Arm("action only", ("model.video_loss_weight=0",)))
+
+
+@dataclass
+class ArmResult:
+    """What one arm's training run holds in MLflow once `pipeline.run` has trained and evaluated it."""
+
+    arm: Arm
+    run_id: str
+    run_name: str
+    fingerprint: str
+    successes: dict[str, tuple[int, int]]  # task -> (successes, episodes)
+    success_mean: float
+    train_seconds: float  # MLflow run start -> end: Ray Train start-up, the loop, checkpoints, the bundle
+    samples_per_s: float  # mean over the logged windows
+    pipeline_seconds: float  # the whole `pipeline.run` subprocess of this invocation (skipped steps are fast)
+
+
+def interval(k: int, n: int) -> str:
+    low, high = wilson_interval(k, n)
+    return f"{low:.0%}-{high:.0%}"
+
+
+def wilson_cell(k: int, n: int) -> str:
+    return f"{k}/{n} = {k / n:.0%} ({interval(k, n)})" if n else "-"
+
+
+def overrides_from(args: argparse.Namespace) -> list[str]:
+    """The pipeline overrides for these flags, after `preset=`; passthrough overrides come last and win."""
+    out = [f"preset={args.preset}"]
+    if args.tasks:
+        tasks = "[" + ",".join(args.tasks) + "]"
+        out += [f"demo.tasks={tasks}", f"eval.tasks={tasks}"]
+    if args.demos is not None:
+        out.append(f"demo.episodes_per_task={args.demos}")
+    if args.episodes is not None:
+        out.append(f"eval.episodes_per_task={args.episodes}")
+    if args.steps is not None:
+        out.append(f"train.steps={args.steps}")
+    return out + list(args.overrides)
+
+
+def run_pipeline(overrides: list[str]) -> float:
+    """`python -m pipeline.run` in a subprocess (its own Ray cluster, its own exit); returns wall seconds."""
+    cmd = [sys.executable, "-m", "pipeline.run", *overrides]
+    print(f"\n$ {shlex.join(cmd)}", flush=True)
+    start = time.perf_counter()
+    code = subprocess.run(cmd, cwd=REPO).returncode
+    if code != 0:
+        raise SystemExit(f"pipeline.run failed (exit {code}): {shlex.join(cmd)}")
+    return time.perf_counter() - start
+
+
+def read_arm(arm: Arm, overrides: list[str], pipeline_seconds: float) -> ArmResult:
+    """Find the arm's training run by its config-hash name and read evaluation metrics, checked against results.json."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipeline import tracking
+    from pipeline.cli import load_config
+    from pipeline.train import FINGERPRINT_TAG, RUN_NAME_TAG, run_name
+
+    cfg, _ = load_config(overrides)
+    experiment = tracking.setup(cfg)
+    name = run_name(cfg)
+    runs = mlflow.search_runs([experiment], filter_string=f"tags.`{RUN_NAME_TAG}` = '{name}'",
+                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    if not runs:
+        raise SystemExit(f"no MLflow run named {name} in {tracking.tracking_uri(cfg)}")
+    run, client = runs[0], MlflowClient()
+    metrics, n = run.data.metrics, cfg.eval.episodes_per_task
+    with tempfile.TemporaryDirectory() as tmp:
+        logged = json.loads(Path(mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="eval/results.json", dst_path=tmp)).read_text())
+    if (logged["episodes_per_task"], logged["seed"]) != (n, cfg.eval.seed):
+        raise SystemExit(f"run {name}: its last evaluation used {logged['episodes_per_task']} episodes, seed "
+                         f"{logged['seed']}; expected {n}, {cfg.eval.seed}")
+    successes = {}
+    for task in cfg.eval.tasks or list(logged["tasks"]):
+        rate = metrics[f"eval/success/{task}"]
+        k = round(rate * n)
+        if (logged["tasks"][task]["successes"], logged["tasks"][task]["episodes"]) != (k, n):
+            raise SystemExit(f"run {name}, {task}: MLflow metric {rate} disagrees with results.json")
+        successes[task] = (k, n)
+    rates = [m.value for m in client.get_metric_history(run.info.run_id, "samples_per_s")]
+    return ArmResult(arm, run.info.run_id, name, run.data.tags.get(FINGERPRINT_TAG, "?"), successes,
+                     metrics["eval/success_mean"], (run.info.end_time - run.info.start_time) / 1000,
+                     sum(rates) / len(rates) if rates else float("nan"), pipeline_seconds)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at start, torch {version('torch')}, "
+            f"Python {platform.python_version()}")
+
+
+def markdown(results: list[ArmResult], overrides: list[str], machine_line: str) -> str:
+    """The report: machine, configuration, one row per arm's run, one row per task, the mean."""
+    from pipeline.cli import load_config
+
+    cfg, _ = load_config(overrides)
+    tc = cfg.train
+    samples = tc.steps * tc.num_workers * tc.batch_size * tc.grad_accum
+    fps = {r.fingerprint for r in results}
+    lines = [
+        f"- machine: {machine_line}",
+        f"- configuration: `{' '.join(overrides)}`; {len(cfg.demo.tasks)} tasks x {cfg.demo.episodes_per_task} demos "
+        f"(seed {cfg.demo.seed}); {tc.steps} steps x {tc.num_workers} workers x batch {tc.batch_size} = {samples} "
+        f"samples per arm, train seed {tc.seed}; evaluation {cfg.eval.episodes_per_task} episodes per task "
+        f"(seed {cfg.eval.seed}), replan every {cfg.eval.replan_every}",
+        f"- cache: {', '.join(sorted(f[:12] for f in fps))}" + ("" if len(fps) == 1 else " (NOT shared: arms differ)"),
+        "",
+        "| arm | extra override | MLflow run | training wall | samples/s | pipeline.run wall |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        lines.append(f"| {r.arm.name} | {' '.join(r.arm.overrides) or '-'} | {r.run_name} ({r.run_id[:8]}) | "
+                     f"{r.train_seconds / 60:.1f} min | {r.samples_per_s:.1f} | {r.pipeline_seconds / 60:.1f} min |")
+    lines += ["", "| task | " + " | ".join(r.arm.name for r in results) + " |",
+              "| --- | " + " | ".join("---:" for _ in results) + " |"]
+    for task in results[0].successes:
+        lines.append(f"| {task} | " + " | ".join(wilson_cell(*r.successes[task]) for r in results) + " |")
+    pooled = [tuple(map(sum, zip(*r.successes.values()))) for r in results]
+    lines.append("| **mean** | " + " | ".join(f"**{r.success_mean:.1%}** ({interval(*p)})"
+                                            for r, p in zip(results, pooled)) + " |")
+    lines += ["", "Cells: successes/episodes = rate (95% Wilson interval); the mean's interval pools all episodes."]
+    return "\n".join(lines) + "\n"
+
+
+def update_results(path: Path, when: str, command: str, body: str) -> None:
+    """Insert a `## <when>: `command`` section below MARKER (the file starts as HEADER); it replaces the same command's."""
+    heading = f"{when}: `{command}`"
+    text = path.read_text() if path.exists() else HEADER
+    if MARKER not in text:
+        text = text.rstrip("\n") + f"\n\n{MARKER}\n"
+    head, _, tail = text.partition(MARKER)
+    sections = ("\n" + tail).split("\n## ")[1:]  # anything before the first section (a placeholder) goes
+    kept = [s for s in sections if not s.split("\n", 1)[0].rstrip().endswith(f"`{command}`")]
+    new = [f"{heading}\n\n{body}"] + kept
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(head + MARKER + "\n" + "".join(f"\n## {s.rstrip()}\n" for s in new))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="bench")
+    parser.add_argument("--tasks", nargs="+", help="MetaWorld tasks (demos and evaluation); default: the preset's MT10")
+    parser.add_argument("--episodes", type=int, help="evaluation episodes per task (preset: 50)")
+    parser.add_argument("--demos", type=int, help="demonstrations per task (preset: 20)")
+    parser.add_argument("--steps", type=int, help="training steps per arm (preset: 5000)")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="markdown file to update")
+    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    args, extra = parser.parse_known_args(argv)
+    bad = [a for a in extra if "=" not in a or a.startswith("-")]
+    if bad:
+        parser.error(f"unrecognized arguments {bad}: overrides are key=value")
+    args.overrides = extra
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    base = overrides_from(args)
+    machine_line = machine()
+    results = []
+    for arm in ARMS:
+        overrides = base + list(arm.overrides)
+        seconds = run_pipeline(overrides)
+        results.append(read_arm(arm, overrides, seconds))
+    table = markdown(results, base, machine_line)
+    print("\n" + table)
+    if not args.no_write:
+        command = shlex.join(["python", "benchmarks/metaworld.py", *argv])
+        update_results(args.results, f"{datetime.now():%Y-%m-%d %H:%M}", command, table)
+        print(f"written to {args.results}")
+    print(f"both runs side by side: python -m pipeline.compare {shlex.join(base)}")
+
+
+if __name__ == "__main__":
+    main()
