@@ -9,6 +9,7 @@ and stopping after the last fused block (the action path never needs the rest).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ from diffusers import WanTransformer3DModel
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from model.adapters import ResidualAdapter
 from model.attention import FirstFrameCausalProcessor, first_frame_causal_mask
@@ -45,6 +46,29 @@ def _dit_kwargs(cfg: BackboneConfig, num_layers: int) -> dict:
         qk_norm="rms_norm_across_heads",
         eps=1e-6,
     )
+
+
+_MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default}
+_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
+              torch.ops.aten._scaled_dot_product_flash_attention.default,
+              torch.ops.aten._scaled_dot_product_efficient_attention.default,
+              torch.ops.aten._scaled_dot_product_cudnn_attention.default}
+
+
+def keep_expensive_outputs(lora_rank: int):
+    """Selective-checkpoint contexts: keep what costs FLOPs to redo (attention, full-width
+    projections), recompute the rest, including LoRA's products through its rank-r bottleneck."""
+
+    def policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+        if op in _ATTENTION:
+            return CheckpointPolicy.MUST_SAVE
+        if op in _MATMULS:
+            a, b = args[-2], args[-1]  # addmm(bias, a, b), mm(a, b), bmm(a, b)
+            if min(a.shape[-1], b.shape[-1]) > lora_rank:
+                return CheckpointPolicy.MUST_SAVE
+        return CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
 
 
 def load_dit(cfg: BackboneConfig, num_layers: int | None = None) -> WanTransformer3DModel:
@@ -91,7 +115,12 @@ class WanBackbone(nn.Module):
             block.attn1.set_processor(self.processor)
         self.adapters = nn.ModuleDict({str(i): ResidualAdapter(dim, cfg.adapter_dim) for i in self.fused_layers})
         self.proprio_proj = nn.Linear(proprio_dim, cfg.text_dim)
-        self.gradient_checkpointing = False
+        # Activation checkpointing of the first `checkpoint_blocks` blocks of every pass (-1 = all).
+        # The first `full_recompute_blocks` of those recompute everything in backward; the others
+        # keep the outputs of the large matmuls and of attention and recompute only the cheap ops
+        # (norms, RoPE, modulation, GELU, LoRA's rank-r products): most of the memory, little of the time.
+        self.checkpoint_blocks = 0
+        self.full_recompute_blocks = 0
 
     def context(self, text: torch.Tensor, proprio: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:
         """[B, L+1, text_dim]: the cached text embeddings (padding zeroed, as Wan pipelines do) + the proprio token."""
@@ -139,8 +168,10 @@ class WanBackbone(nn.Module):
         last = len(dit.blocks) - 1 if not truncate else self.fused_layers[-1]
         for i in range(last + 1):
             args = (i, mask, x, ctx, temb_proj, rope)
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(self._block, *args, use_reentrant=False)
+            if (self.checkpoint_blocks < 0 or i < self.checkpoint_blocks) and torch.is_grad_enabled():
+                selective = {} if i < self.full_recompute_blocks else {
+                    "context_fn": functools.partial(keep_expensive_outputs, self.cfg.lora_rank)}
+                x = checkpoint(self._block, *args, use_reentrant=False, **selective)
             else:
                 x = self._block(*args)
             if str(i) in self.adapters:

@@ -55,26 +55,43 @@ class LightWAM(nn.Module):
         self.trainable_names = [n for n, p in self.named_parameters() if p.requires_grad]
         self.inference_only = inference
 
-    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None,
+                branch: str = "both") -> dict[str, torch.Tensor]:
+        """Weighted losses of `branch`: "both", or "video" / "action" alone.
+
+        Training may run the branches as two forward/backward passes: the video
+        branch's activations are then freed before the action branch builds its own,
+        which lowers the peak memory at no extra compute; the summed gradients are the same.
+        """
         if self.inference_only:
             raise RuntimeError("this LightWAM was prepared for inference (truncated/merged); it cannot train")
+        if branch not in ("both", "video", "action"):
+            raise ValueError(f"branch must be 'both', 'video' or 'action', got {branch!r}")
         cfg, bb = self.cfg, self.backbone
         ctx = bb.context(batch["text"], batch["proprio"], batch.get("text_mask"))
+        out: dict[str, torch.Tensor] = {}
+        loss = ctx.new_zeros(())
 
         # 1. Video branch: flow matching on the downsampled clip, first-frame-causal attention
-        video = batch["video_latents"]
-        tokens_per_frame = (video.shape[3] // bb.cfg.patch_size[1]) * (video.shape[4] // bb.cfg.patch_size[2])
-        noised = noise_clip(video, cfg.flow_shift, tokens_per_frame, generator)
-        _, pred = bb(noised.x_t, ctx, noised.timestep, first_frame_causal=True)
-        video_loss = masked_video_loss(pred, noised.target, batch["video_frame_mask"])
+        if branch in ("both", "video"):
+            video = batch["video_latents"]
+            tokens_per_frame = (video.shape[3] // bb.cfg.patch_size[1]) * (video.shape[4] // bb.cfg.patch_size[2])
+            noised = noise_clip(video, cfg.flow_shift, tokens_per_frame, generator)
+            _, pred = bb(noised.x_t, ctx, noised.timestep, first_frame_causal=True)
+            video_loss = masked_video_loss(pred, noised.target, batch["video_frame_mask"])
+            loss = loss + cfg.video_loss_weight * video_loss
+            out["video_loss"] = video_loss.detach()
 
         # 2. Action branch: the clean current frame at full resolution, stop after the last fused block
-        fused, _ = bb(batch["current_latent"], ctx, None, truncate=True)
-        actions = self.expert(fused)
-        action_loss = masked_action_loss(actions, batch["actions"], batch["action_mask"], cfg.action_weighted_steps)
+        if branch in ("both", "action"):
+            fused, _ = bb(batch["current_latent"], ctx, None, truncate=True)
+            actions = self.expert(fused)
+            action_loss = masked_action_loss(actions, batch["actions"], batch["action_mask"], cfg.action_weighted_steps)
+            loss = loss + cfg.action_loss_weight * action_loss
+            out["action_loss"] = action_loss.detach()
 
-        loss = cfg.video_loss_weight * video_loss + cfg.action_loss_weight * action_loss
-        return {"loss": loss, "video_loss": video_loss.detach(), "action_loss": action_loss.detach()}
+        out["loss"] = loss
+        return out
 
     @torch.inference_mode()
     def predict_actions(self, batch: dict[str, torch.Tensor], vae: AutoencoderKLWan | None = None) -> torch.Tensor:
