@@ -160,6 +160,15 @@ class ModelConfig:
     dtype: str = "float32"
 
 
+class Allocator(str, Enum):
+    """auto = tcmalloc (Debian: libtcmalloc-minimal4), else jemalloc (libjemalloc2), else the C library's malloc."""
+
+    auto = "auto"
+    system = "system"
+    jemalloc = "jemalloc"
+    tcmalloc = "tcmalloc"
+
+
 @dataclass
 class TrainConfig:
     run_name: str = ""  # empty = derived from config hash
@@ -178,7 +187,13 @@ class TrainConfig:
     max_failures: int = 3  # worker restarts from the last checkpoint before the run fails
     log_every: int = 10
     plot_every: int = 1000
-    activation_checkpointing: bool = False
+    # Memory levers; the defaults fit the paper step in 14 GiB (benchmarks/train_throughput.py part B):
+    separate_branch_passes: bool = True  # video then action forward/backward: one branch's activations at a time
+    checkpoint_blocks: int = -1  # activation checkpointing of the first k backbone blocks of each pass (-1 = all)
+    # of those, the first m recompute everything; the others keep matmul and attention outputs
+    # and recompute only the cheap ops (norms, RoPE, GELU, LoRA's rank-r products)
+    full_recompute_blocks: int = 4
+    allocator: Allocator = Allocator.auto  # malloc of the training workers (LD_PRELOAD)
 
 
 @dataclass

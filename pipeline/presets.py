@@ -80,6 +80,7 @@ def demo() -> Config:
     tr.warmup_steps = 20
     tr.num_workers = 2
     tr.checkpoint_every = 100
+    tr.checkpoint_blocks = 0  # a few MiB of activations: recomputing would only cost time
     tr.log_every = 10
     tr.plot_every = 100
     cfg.eval.episodes_per_task = 4

@@ -30,6 +30,9 @@ class RunLogger:
         stamp = int(__import__("time").time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in values.items()])
 
+    def tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
     @torch.no_grad()
     def plots(self, model, batch: dict[str, torch.Tensor], step: int) -> None:
         """Predicted against true action chunks, and the one-step denoised future latents against the truth."""

@@ -20,6 +20,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline import tracking
+from pipeline.allocator import worker_env
 from pipeline.cli import parse_or_exit, to_flat_dict, to_yaml
 from pipeline.config import Config
 from pipeline.console import console
@@ -80,6 +81,7 @@ def _trainer(cfg: Config, cache: CacheHandle, name: str, run_id: str, uri: str) 
             storage_path=str(ray_storage(cfg)),
             failure_config=FailureConfig(max_failures=tc.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            worker_runtime_env={"env_vars": worker_env(tc.allocator)},
         ),
     )
 

@@ -6,7 +6,6 @@ nothing of MLflow beyond the rank-0 `RunLogger` it is handed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import tempfile
 import time
@@ -20,17 +19,15 @@ from safetensors.torch import load_file
 
 from model.checkpoint import load_trainable_state, save_checkpoint
 from model.light_wam import build_model
+from pipeline import allocator
 from pipeline.config import Config
 from pipeline.run_logger import RunLogger
 from pipeline.train_data import batches
+from pipeline.train_step import DDP_KWARGS, accumulate_gradients
 from pipeline.train_state import load_optimizer, make_optimizer, make_scheduler, save_optimizer
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast where the device supports it; plain fp32 on CPU."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+MALLOC_TAG = "lightwam.worker_malloc"
 
 
 def _mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
@@ -72,7 +69,8 @@ def train_loop_per_worker(config: dict) -> None:
     # 1. model, restored from the latest checkpoint when resuming (a worker died, or the same run re-ran)
     cfg.model.device = str(device)
     model = build_model(cfg.model)
-    model.backbone.gradient_checkpointing = tc.activation_checkpointing
+    model.backbone.checkpoint_blocks = tc.checkpoint_blocks
+    model.backbone.full_recompute_blocks = tc.full_recompute_blocks
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, tc)
     step = 0
@@ -83,7 +81,7 @@ def train_loop_per_worker(config: dict) -> None:
             load_optimizer(opt, Path(d))
             # the data position is re-derived from the step, so a different worker count resumes too
             step = json.loads((Path(d) / "train_state.json").read_text())["step"]
-    ddp = ray.train.torch.prepare_model(model)
+    ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=DDP_KWARGS)
     sched = make_scheduler(opt, tc, step)
 
     # 2. data: this rank's part of the shards, positioned after what earlier steps consumed
@@ -92,7 +90,10 @@ def train_loop_per_worker(config: dict) -> None:
     data = batches(cfg, config["cache"], rank, world, skip=samples_per_rank, device=device)
     logger = RunLogger(config["tracking_uri"], config["mlflow_run_id"]) if rank == 0 and config.get("mlflow_run_id") else None
     if rank == 0:
-        print(f"train: rank 0/{world}: starting at step {step} of {tc.steps} on {device}", flush=True)
+        print(f"train: rank 0/{world}: starting at step {step} of {tc.steps} on {device}, malloc {allocator.active()}",
+              flush=True)
+        if logger:
+            logger.tag(MALLOC_TAG, allocator.active())
         if logger and step > 0:
             logger.metrics({"resumed_from_step": step}, step)
 
@@ -101,15 +102,9 @@ def train_loop_per_worker(config: dict) -> None:
     metrics: dict[str, float] = {}
     while step < tc.steps:
         model.train()
-        totals = {"loss": 0.0, "video_loss": 0.0, "action_loss": 0.0}
-        for micro in range(tc.grad_accum):
-            batch = next(data)
-            sync = ddp.no_sync() if (micro < tc.grad_accum - 1 and hasattr(ddp, "no_sync")) else contextlib.nullcontext()
-            with sync, _autocast(device):
-                out = ddp(batch)
-                (out["loss"] / tc.grad_accum).backward()
-            for k in totals:
-                totals[k] += float(out[k]) / tc.grad_accum
+        micro_batches = [next(data) for _ in range(tc.grad_accum)]
+        totals = accumulate_gradients(ddp, micro_batches, cfg.model, tc.separate_branch_passes, device)
+        batch = micro_batches[-1]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))
         opt.step()
         sched.step()
@@ -128,7 +123,8 @@ def train_loop_per_worker(config: dict) -> None:
             if logger:
                 logger.metrics(metrics, step)
                 print(f"train: step {step}/{tc.steps} loss {metrics['loss']:.4f} "
-                      f"(video {metrics['video_loss']:.4f}, action {metrics['action_loss']:.4f}) "
+                      f"(video {metrics.get('video_loss', float('nan')):.4f}, "
+                      f"action {metrics.get('action_loss', float('nan')):.4f}) "
                       f"{metrics['samples_per_s']:.1f} samples/s", flush=True)
         if logger and (step % tc.plot_every == 0 or last):
             logger.plots(model, batch, step)

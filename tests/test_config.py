@@ -59,3 +59,17 @@ def test_print_config_and_error_exit_codes():
     assert ok.returncode == 0 and "num_layers: 30" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "pipeline.run", "train.stepz=1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "train.stepz" in bad.stderr
+
+
+def test_allocator_choice_names_the_missing_library():
+    from pipeline import allocator
+    from pipeline.config import Allocator
+
+    assert allocator.worker_env(Allocator.system) == {}
+    auto = allocator.resolve(Allocator.auto)
+    if auto == Allocator.system:  # neither is installed: an explicit choice fails naming the package
+        with pytest.raises(ValueError, match="libtcmalloc-minimal4"):
+            allocator.worker_env(Allocator.tcmalloc)
+    else:
+        assert allocator.worker_env(Allocator.auto)["LD_PRELOAD"].endswith(allocator.SONAMES[auto])
+    assert allocator.active() in ("jemalloc", "tcmalloc", "system")

@@ -21,11 +21,12 @@ import torch
 from conftest import subprocess_env
 from lerobot_fixtures import write_v3_dataset
 from model.checkpoint import load_checkpoint
-from pipeline import tracking
+from pipeline import allocator, tracking
 from pipeline.cli import load_config
 from pipeline.policy_bundle import load_policy
 from pipeline.preprocess import preprocess
 from pipeline.train import FINGERPRINT_TAG, train
+from pipeline.train_worker import MALLOC_TAG
 from pipeline.train_data import batches
 from stages.cache_loader import open_cache
 
@@ -91,6 +92,8 @@ def test_mlflow_run_holds_params_metrics_tags_artifacts(trained):
     for key in ("loss", "video_loss", "action_loss", "lr", "grad_norm", "samples_per_s"):
         assert key in run.data.metrics, key
     assert run.data.tags[FINGERPRINT_TAG] == open_cache(cfg).fingerprint
+    # the workers really run on the malloc train.allocator=auto picks here (jemalloc where installed)
+    assert run.data.tags[MALLOC_TAG] == allocator.resolve(cfg.train.allocator).value
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id)}
     assert {"config.yaml", "normalization_stats.json", "plots", "policy"} <= artifacts
     plots = [a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")]
