@@ -10,7 +10,7 @@ anything, flattered.
 Part B (paper preset, random weights, batch 1, fp32): time and peak memory of
 one training step, each configuration in its own subprocess.
 
-    python benchmarks/train_throughput.py [--steps 4] [--skip-paper | --only-paper]
+    python benchmarks/train_throughput.py [--steps 4] [--skip-paper | --only-paper] [--rows 0 4]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -154,17 +155,58 @@ def part_a(steps: int) -> None:
 
 
 # ---------------------------------------------------------------- part B: one paper-size step
-def paper_step(checkpointing: bool) -> dict:
+@dataclass(frozen=True)
+class StepSetup:
+    """One row of part B: the memory levers of `train.*` as the workers apply them."""
+
+    separate_passes: bool
+    checkpoint_blocks: int  # -1 = all
+    full_recompute_blocks: int
+    allocator: str  # train.allocator value
+
+    def label(self) -> str:
+        if self.checkpoint_blocks == 0:
+            ckpt = "none"
+        elif self.checkpoint_blocks < 0 and self.full_recompute_blocks >= 30:
+            ckpt = "every block, full recompute"
+        else:
+            ckpt = f"every block, cheap ops only ({self.full_recompute_blocks} first blocks full)"
+        return f"| {'video, then action' if self.separate_passes else 'one joint pass'} | {ckpt} | {self.allocator} |"
+
+
+SETUPS = [
+    StepSetup(False, 0, 0, "system"),  # the straightforward step
+    StepSetup(False, -1, 99, "system"),  # per-block checkpointing, as the authors' code does
+    StepSetup(True, 0, 0, "system"),
+    StepSetup(True, 0, 0, "tcmalloc"),
+    StepSetup(True, -1, 0, "tcmalloc"),
+    StepSetup(True, -1, 4, "jemalloc"),
+    StepSetup(True, -1, 4, "tcmalloc"),  # the defaults (train.allocator=auto where tcmalloc is installed)
+]
+
+
+def paper_step(setup: StepSetup) -> dict:
+    """Three optimizer steps of the paper model through the workers' own step code, DDP (gloo, world size 1)."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
     from model.light_wam import build_model
+    from pipeline import allocator
     from pipeline.cli import load_config
     from pipeline.train_state import make_optimizer
+    from pipeline.train_step import DDP_KWARGS, accumulate_gradients
 
+    if allocator.active() != setup.allocator:
+        raise RuntimeError(f"asked for malloc {setup.allocator}, running on {allocator.active()}")
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = load_config(["preset=paper"])[0]
     model = build_model(cfg.model, fast_init=True)
-    model.backbone.gradient_checkpointing = checkpointing
+    model.backbone.checkpoint_blocks = setup.checkpoint_blocks
+    model.backbone.full_recompute_blocks = setup.full_recompute_blocks
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg.train)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    ddp = DistributedDataParallel(model, **DDP_KWARGS)
     # 224x448 pixels -> 28x56 latents; the clip pooled 2x2 -> 14x28; 3 latent frames
     batch = {"video_latents": torch.randn(1, 16, 3, 14, 28), "video_frame_mask": torch.ones(1, 3, dtype=torch.bool),
              "current_latent": torch.randn(1, 16, 1, 28, 56), "text": torch.randn(1, 128, 4096),
@@ -173,36 +215,40 @@ def paper_step(checkpointing: bool) -> dict:
     times = []
     for _ in range(3):  # the first step also allocates AdamW's state
         start = time.perf_counter()
-        model(batch)["loss"].backward()
+        accumulate_gradients(ddp, [batch], cfg.model, setup.separate_passes, torch.device("cpu"))
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
+    dist.destroy_process_group()
     return {"first_s": times[0], "step_s": statistics.median(times[1:]), "peak_gib": peak_gib(),
-            "trainable_m": sum(p.numel() for p in params) / 1e6}
+            "malloc": allocator.active(), "trainable_m": sum(p.numel() for p in params) / 1e6}
 
 
-ALLOCATORS = {
-    "glibc default": {},
-    # large blocks mmapped and returned on free: less fragmentation, more page faults
-    "mmap >= 1 MiB": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)},
-}
+def part_b(only: list[int] | None) -> None:
+    from pipeline import allocator
+    from pipeline.config import Allocator
 
-
-def part_b() -> None:
-    print("\nPart B: paper preset, one training step (random weights, batch 1, fp32, AdamW)")
-    print(f"machine: {machine()}\n")
-    print("| activation checkpointing | allocator | first step s | step s (median of 2) | peak RSS GiB |")
-    print("|---|---|---|---|---|")
-    for ckpt in (False, True):
-        for name, env in ALLOCATORS.items():
-            out = subprocess.run([sys.executable, __file__, "--paper-child", str(int(ckpt))], capture_output=True,
-                                 text=True, env={**os.environ, **env})
-            if out.returncode != 0:
-                reason = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"
-                print(f"| {ckpt} | {name} | failed: {reason} | | |")
-                continue
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"| {ckpt} | {name} | {r['first_s']:.1f} | {r['step_s']:.1f} | {r['peak_gib']:.2f} |", flush=True)
+    print("\nPart B: paper preset, one training step (random weights, batch 1, fp32, AdamW, DDP world size 1)")
+    print(f"machine: {machine()}, load average {os.getloadavg()[0]:.1f}\n")
+    print("| passes | activation checkpointing | allocator | first step s | step s (median of 2) | peak RSS GiB |")
+    print("|---|---|---|---|---|---|")
+    for index, setup in enumerate(SETUPS):
+        if only and index not in only:
+            continue
+        try:
+            env = {**os.environ, **allocator.worker_env(Allocator(setup.allocator))}
+        except ValueError as err:
+            print(f"{setup.label()} skipped: {err} | | |", flush=True)
+            continue
+        out = subprocess.run([sys.executable, __file__, "--paper-child", json.dumps(asdict(setup))],
+                             capture_output=True, text=True, env=env)
+        if out.returncode != 0:
+            reason = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"
+            print(f"{setup.label()} failed: {reason} | | |", flush=True)
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{setup.label()} {r['first_s']:.1f} | {r['step_s']:.1f} | {r['peak_gib']:.2f} |", flush=True)
     print("\nfor scale: the paper authors' code on this machine kind needs ~22-24 GiB without checkpointing "
           "(does not fit 24 GiB), ~32 s/step and ~19 GiB with per-block checkpointing; target <= 14 GiB, <= 32 s")
 
@@ -212,15 +258,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--skip-paper", action="store_true")
     parser.add_argument("--only-paper", action="store_true")
-    parser.add_argument("--paper-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, nargs="*", help="part B: only these rows (0-based)")
+    parser.add_argument("--paper-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.paper_child is not None:
-        print(json.dumps(paper_step(bool(args.paper_child))))
+        print(json.dumps(paper_step(StepSetup(**json.loads(args.paper_child)))))
         return
     if not args.only_paper:
         part_a(args.steps)
     if not args.skip_paper:
-        part_b()
+        part_b(args.rows)
 
 
 if __name__ == "__main__":
