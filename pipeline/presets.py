@@ -102,11 +102,11 @@ def bench() -> Config:
     # door-open-v3 at 116), so demo.max_steps=200 leaves margin; failed layouts are redrawn anyway.
     cfg.demo.tasks = list(MT10)
     cfg.demo.episodes_per_task = 20
-    # Sizing, measured on MT10 (pilot, quiet 2-core machine): 89.5 samples/s for the full model, 128.6 for
-    # the action-only ablation (it skips the video pass). 16000 steps x 16 samples / 89.5 = ~48 min of loop
-    # + ~1 min fixed: under the 60-minute budget. Under load (27 samples/s was seen with other jobs running)
-    # it would not be: benchmarks/metaworld.py prints the measured time; lower train.steps if it is over.
-    cfg.train.steps = 16000
+    # Sizing, measured on MT10 (pilots, 2-core machine, nothing else running): 66-90 samples/s for the full
+    # model, ~130 for the action-only ablation (it skips the video pass). 12000 steps x 16 samples = 36-48 min
+    # of loop + ~1 min fixed: inside the 60-minute budget. Under load (27 samples/s was seen with other jobs
+    # running) it would not be: benchmarks/metaworld.py prints the measured time; lower train.steps if over.
+    cfg.train.steps = 12000
     cfg.train.warmup_steps = 200
     cfg.train.checkpoint_every = 1000
     cfg.train.log_every = 50
