@@ -45,9 +45,10 @@ co-training claim, measured with the same cache, seed and training budget.
 Evaluation layouts come from `eval.seed` and never reuse a demonstration layout.
 Intervals are 95% Wilson score intervals over the evaluation episodes.
 
-Reproduce (on this 2-core CPU, estimated from smaller runs: demos ~11 min, cache
-~35-70 min, then per arm ~55 min of training and 30-80 min of evaluation for its
-500 episodes; about 4-6 hours in all; a rerun skips whatever is done):
+Reproduce (on this 2-core CPU with nothing else running, estimated from the pilots
+below: demos ~7 min, cache ~6 min, then per arm 25-50 min of training and ~25 min
+of evaluation for its 500 episodes; about 2.5 hours in all, much longer on a
+loaded machine; a rerun skips whatever is done):
 
 ```bash
 .venv/bin/python benchmarks/metaworld.py
