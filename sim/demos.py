@@ -122,7 +122,7 @@ def generate(demo: DemoConfig, out: Path, show_progress: bool = True) -> DemoSum
 
 def _validate(demo: DemoConfig) -> None:
     """Reject a bad demo config before any simulation or file is made."""
-    from sim.metaworld_env import CAMERA_NAMES, task_names
+    from sim.metaworld_env import ALL_CAMERAS, task_names
 
     problems = []
     if not demo.tasks or demo.episodes_per_task < 1:
@@ -130,8 +130,8 @@ def _validate(demo: DemoConfig) -> None:
     unknown = [t for t in demo.tasks if t not in task_names()]
     if unknown:
         problems.append(f"unknown task(s) {unknown}; available: {', '.join(task_names())}")
-    if not demo.cameras or any(c not in CAMERA_NAMES for c in demo.cameras):
-        problems.append(f"demo.cameras {demo.cameras} must be some of: {', '.join(CAMERA_NAMES)}")
+    if not demo.cameras or any(c not in ALL_CAMERAS for c in demo.cameras):
+        problems.append(f"demo.cameras {demo.cameras} must be some of: {', '.join(ALL_CAMERAS)}")
     if demo.width < 16 or demo.height < 16 or demo.width % 2 or demo.height % 2:
         problems.append(f"demo.width/height must be even and >= 16 (yuv420p video), got {demo.width}x{demo.height}")
     if not 1 <= demo.max_steps <= 500 or demo.fps < 1:

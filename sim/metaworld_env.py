@@ -14,6 +14,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede th
 
 import re
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -31,6 +32,32 @@ ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "gripper"]
 CAMERA_NAMES = ["topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV"]
 # MetaWorld's corner cameras are mounted rolled by 180 degrees; their renders are rotated back.
 UPSIDE_DOWN_CAMERAS = {"corner", "corner2", "corner3", "corner4"}
+
+
+@dataclass(frozen=True)
+class FreeCamera:
+    """A camera of ours, aimed by MuJoCo's free-camera parameters (metres and degrees)."""
+
+    lookat: tuple[float, float, float]
+    distance: float
+    azimuth: float
+    elevation: float
+
+    def mjv(self) -> mujoco.MjvCamera:
+        cam = mujoco.MjvCamera()
+        cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+        cam.lookat[:] = self.lookat
+        cam.distance, cam.azimuth, cam.elevation = self.distance, self.azimuth, self.elevation
+        return cam
+
+
+# MetaWorld's own scene cameras sit ~2 m away: at 64x64 a 2 cm goal marker is one pixel. `workspace`
+# frames only the region every MT10 object and goal is drawn from (x -0.4..0.25, y 0.4..0.95,
+# z 0..0.35), from the front-right and above, so the same marker covers 2-3 pixels.
+VIRTUAL_CAMERAS: dict[str, FreeCamera] = {
+    "workspace": FreeCamera(lookat=(-0.05, 0.7, 0.12), distance=1.0, azimuth=-60.0, elevation=-35.0),
+}
+ALL_CAMERAS = CAMERA_NAMES + list(VIRTUAL_CAMERAS)
 
 INSTRUCTIONS: dict[str, str] = {
     # MT10
@@ -93,7 +120,7 @@ class MetaWorldEnv:
         if max_steps > self._env.max_path_length:
             raise ValueError(f"max_steps {max_steps} exceeds MetaWorld's episode limit {self._env.max_path_length}")
         model = self._env.model
-        known = [model.camera(i).name for i in range(model.ncam)]
+        known = [model.camera(i).name for i in range(model.ncam)] + list(VIRTUAL_CAMERAS)
         unknown = [c for c in self.cameras if c not in known]
         if unknown:
             raise ValueError(f"unknown camera(s) {unknown} for {task}; available: {', '.join(known)}")
@@ -114,6 +141,9 @@ class MetaWorldEnv:
         env.seeded_rand_vec = True
         env.seed(seed)
         self._full_obs, _ = env.reset()
+        # MetaWorld moves the goal marker by editing the model after its last forward pass: without one
+        # more, the first frame of every episode shows the previous episode's goal.
+        mujoco.mj_forward(env.model, env.data)
         self._steps = 0
         return self._observe()
 
@@ -150,7 +180,8 @@ class MetaWorldEnv:
         """uint8 [H, W, 3] per camera, upright."""
         images = {}
         for camera in self.cameras:
-            self._renderer.update_scene(self._env.data, camera=camera)
+            view = VIRTUAL_CAMERAS[camera].mjv() if camera in VIRTUAL_CAMERAS else camera
+            self._renderer.update_scene(self._env.data, camera=view)
             image = self._renderer.render()
             if camera in UPSIDE_DOWN_CAMERAS:
                 image = image[::-1, ::-1]

@@ -210,3 +210,25 @@ def test_bad_demo_config_is_rejected_before_simulating(tmp_path: Path):
     with pytest.raises(DemoError, match="no-such-task-v3.*no-such-camera"):
         generate(demo, tmp_path / "ds", show_progress=False)
     assert not list(tmp_path.iterdir())
+
+
+def _green_marker(image: np.ndarray) -> np.ndarray:
+    """Pixels of push-v3's green goal marker: the only saturated green in that scene."""
+    rgb = image.astype(np.int16)
+    return (rgb[..., 1] > 100) & (rgb[..., 0] < 80) & (rgb[..., 2] < 80)
+
+
+def test_the_goal_the_policy_sees_is_the_episodes_goal_from_the_first_frame():
+    """Frame 0 must show this layout's goal (not the previous episode's), and `workspace` must show it larger."""
+    with MetaWorldEnv("push-v3", ["workspace", "corner"], 64, 64, 5) as env:
+        centroids = []
+        for seed in (0, 1, 2):
+            first = env.reset(seed)["images"]
+            after_a_step = env.step(np.zeros(4, dtype=np.float32))[0]["images"]
+            marker = _green_marker(first["workspace"])
+            assert np.array_equal(marker, _green_marker(after_a_step["workspace"])), f"seed {seed}: stale goal"
+            assert marker.sum() >= 4, f"seed {seed}: goal covers {marker.sum()} px in the workspace view"
+            assert _green_marker(first["corner"]).sum() < marker.sum()
+            centroids.append(np.argwhere(marker).mean(axis=0))
+    spread = max(np.linalg.norm(a - b) for a in centroids for b in centroids)
+    assert spread > 3, f"the goal moved by {spread:.1f} px across three layouts"
