@@ -38,8 +38,9 @@ MARKER = "<!-- benchmarks/metaworld.py inserts results below this line, newest f
 HEADER = f"""# Benchmark results: policy quality on MetaWorld MT10
 
 Closed-loop success of the `bench` preset (the demo model trained on the ten
-MetaWorld MT10 tasks from scripted-expert demonstrations, two 64x64 cameras,
-one multi-task policy conditioned on the instruction) and of the same model
+MetaWorld MT10 tasks from scripted-expert demonstrations, two 64x64 cameras
+(`workspace`, a close view of the table, and the wrist camera `gripperPOV`), one
+multi-task policy conditioned on the instruction) and of the same model
 trained without the video loss (`model.video_loss_weight=0`): the paper's
 co-training claim, measured with the same cache, seed and training budget.
 Evaluation layouts come from `eval.seed` and never reuse a demonstration layout.
