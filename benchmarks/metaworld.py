@@ -124,6 +124,21 @@ def run_pipeline(overrides: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def evaluation_mismatch(logged: dict, cfg) -> str:
+    """Why a run's last evaluation (its results.json) is not the one `cfg` asks for; empty if it is.
+
+    A model version's run holds only its latest evaluation, so one evaluated again with other
+    settings (`pipeline.evaluate ... eval.replan_every=4`) must not be reported as this one.
+    """
+    wanted = {"episodes_per_task": cfg.eval.episodes_per_task, "seed": cfg.eval.seed,
+              "replan_every": cfg.eval.replan_every}
+    problems = [f"{key} {logged.get(key)} instead of {value}" for key, value in wanted.items() if logged.get(key) != value]
+    missing = sorted(set(cfg.eval.tasks) - set(logged.get("tasks", {})))
+    if missing:
+        problems.append(f"no result for {', '.join(missing)}")
+    return "; ".join(problems)
+
+
 def read_arm(arm: Arm, overrides: list[str], pipeline_seconds: float) -> ArmResult:
     """Find the arm's training run by its config-hash name and read evaluation metrics, checked against results.json."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -146,9 +161,10 @@ def read_arm(arm: Arm, overrides: list[str], pipeline_seconds: float) -> ArmResu
     with tempfile.TemporaryDirectory() as tmp:
         logged = json.loads(Path(mlflow.artifacts.download_artifacts(
             run_id=run.info.run_id, artifact_path="eval/results.json", dst_path=tmp)).read_text())
-    if (logged["episodes_per_task"], logged["seed"]) != (n, cfg.eval.seed):
-        raise SystemExit(f"run {name}: its last evaluation used {logged['episodes_per_task']} episodes, seed "
-                         f"{logged['seed']}; expected {n}, {cfg.eval.seed}")
+    mismatch = evaluation_mismatch(logged, cfg)
+    if mismatch:
+        raise SystemExit(f"run {name}: its last evaluation is not the one asked for ({mismatch}); "
+                         f"rerun `python -m pipeline.run {' '.join(overrides)}` to evaluate it again")
     successes = {}
     for task in cfg.eval.tasks or list(logged["tasks"]):
         rate = metrics[f"eval/success/{task}"]

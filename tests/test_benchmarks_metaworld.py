@@ -56,6 +56,17 @@ def test_bench_preset_is_mt10_with_disjoint_eval_seeds():
     assert cfg.eval.seed != cfg.demo.seed
 
 
+def test_a_run_evaluated_again_with_other_settings_is_not_reported_as_this_arm():
+    cfg, _ = load_config(["preset=bench", "eval.episodes_per_task=10", "eval.tasks=[reach-v3,push-v3]"])
+    logged = {"episodes_per_task": 10, "seed": cfg.eval.seed, "replan_every": cfg.eval.replan_every,
+              "tasks": {"reach-v3": {}, "push-v3": {}}}
+    assert bench.evaluation_mismatch(logged, cfg) == ""
+    replanned = {**logged, "replan_every": 4}
+    assert bench.evaluation_mismatch(replanned, cfg) == f"replan_every 4 instead of {cfg.eval.replan_every}"
+    fewer = {**logged, "episodes_per_task": 5, "tasks": {"reach-v3": {}}}
+    assert bench.evaluation_mismatch(fewer, cfg) == "episodes_per_task 5 instead of 10; no result for push-v3"
+
+
 def _arm(name: str, counts: dict[str, tuple[int, int]]) -> "bench.ArmResult":
     mean = sum(k / n for k, n in counts.values()) / len(counts)
     return bench.ArmResult(bench.Arm(name, ()), "0123456789abcdef", f"bench-{name}", "f" * 64, counts, mean,
