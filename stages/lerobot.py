@@ -11,25 +11,31 @@ silently skipped.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from stages import video
+from stages.lerobot_files import (
+    DatasetError,
+    first_task,
+    ordered_tasks,
+    read_json,
+    read_jsonl,
+    read_parquet,
+    require,
+    scalars,
+    sorted_episodes,
+    vectors,
+)
+
+__all__ = ["DatasetError", "Episode", "EpisodeFrames", "LeRobotDataset", "VideoSegment"]
 
 V2_VERSIONS = ("v2.0", "v2.1")
 V3_VERSIONS = ("v3.0",)
 _HASH_CHUNK = 1 << 20
-
-
-class DatasetError(ValueError):
-    """The dataset on disk is not what a LeRobot reader expects."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ class LeRobotDataset:
         action_key: str = "action",
     ):
         self.root = Path(root)
-        self.info = _read_json(self.root / "meta/info.json")
+        self.info = read_json(self.root / "meta/info.json")
         self.version = self.info.get("codebase_version")
         if self.version not in V2_VERSIONS + V3_VERSIONS:
             raise DatasetError(
@@ -201,12 +207,12 @@ class LeRobotDataset:
 
     def _read_tasks_v2(self) -> list[str]:
         path = self.root / "meta/tasks.jsonl"
-        pairs = [(_req(row, "task_index", path), _req(row, "task", path)) for row in _read_jsonl(path)]
-        return _ordered_tasks(pairs, path)
+        pairs = [(require(row, "task_index", path), require(row, "task", path)) for row in read_jsonl(path)]
+        return ordered_tasks(pairs, path)
 
     def _read_tasks_v3(self) -> list[str]:
         path = self.root / "meta/tasks.parquet"
-        frame = _read_parquet(path).to_pandas()  # restores LeRobot's task-text index
+        frame = read_parquet(path).to_pandas()  # restores LeRobot's task-text index
         if "task_index" not in frame.columns:
             raise DatasetError(f"{path}: expected a 'task_index' column, found {list(frame.columns)}")
         if "task" in frame.columns:
@@ -215,15 +221,15 @@ class LeRobotDataset:
             texts = frame["__index_level_0__"]
         else:
             texts = frame.index
-        return _ordered_tasks(list(zip(frame["task_index"].tolist(), [str(t) for t in texts])), path)
+        return ordered_tasks(list(zip(frame["task_index"].tolist(), [str(t) for t in texts])), path)
 
     def _read_episodes_v2(self) -> list[Episode]:
         path = self.root / "meta/episodes.jsonl"
         chunks_size = int(self._info_field("chunks_size"))
         episodes = []
-        for row in _read_jsonl(path):
-            index, length = int(_req(row, "episode_index", path)), int(_req(row, "length", path))
-            task = _first_task(_req(row, "tasks", path), path, index)
+        for row in read_jsonl(path):
+            index, length = int(require(row, "episode_index", path)), int(require(row, "length", path))
+            task = first_task(require(row, "tasks", path), path, index)
             chunk = index // chunks_size
             fields = dict(episode_chunk=chunk, chunk_index=chunk, episode_index=index, file_index=index)
             videos = {
@@ -234,7 +240,7 @@ class LeRobotDataset:
             }
             episodes.append(Episode(index, length, task, self._task_index(task, str(path)), self.fps,
                                     videos, self._path("data_path", **fields)))
-        return _sorted_episodes(episodes, path)
+        return sorted_episodes(episodes, path)
 
     def _read_episodes_v3(self) -> list[Episode]:
         files = sorted((self.root / "meta/episodes").glob("chunk-*/file-*.parquet"))
@@ -246,9 +252,9 @@ class LeRobotDataset:
                 needed.append(f"videos/{camera}/{name}")
         episodes = []
         for path in files:
-            for row in _read_parquet(path, needed).to_pylist():
+            for row in read_parquet(path, needed).to_pylist():
                 index = int(row["episode_index"])
-                task = _first_task(row["tasks"], path, index)
+                task = first_task(row["tasks"], path, index)
                 data = self._path("data_path", chunk_index=row["data/chunk_index"],
                                   file_index=row["data/file_index"], episode_chunk=row["data/chunk_index"],
                                   episode_index=index)
@@ -264,7 +270,7 @@ class LeRobotDataset:
                     )
                 episodes.append(Episode(index, int(row["length"]), task, self._task_index(task, str(path)),
                                         self.fps, videos, data))
-        return _sorted_episodes(episodes, files[0].parent.parent)
+        return sorted_episodes(episodes, files[0].parent.parent)
 
     def _data_and_video_files(self) -> set[Path]:
         files = {ep.data_path for ep in self.episodes}
@@ -285,14 +291,14 @@ class LeRobotDataset:
         if self._open_data is not None and self._open_data[0] == path:
             return self._open_data[1]
         names = ["episode_index", "frame_index", "timestamp", self.state_key, self.action_key]
-        table = _read_parquet(path, names)
+        table = read_parquet(path, names)
         self.data_file_reads += 1
         columns = {
-            "episode_index": _scalars(table, "episode_index", np.int64, path),
-            "frame_index": _scalars(table, "frame_index", np.int64, path),
-            "timestamp": _scalars(table, "timestamp", np.float64, path),
-            self.state_key: _vectors(table, self.state_key, path),
-            self.action_key: _vectors(table, self.action_key, path),
+            "episode_index": scalars(table, "episode_index", np.int64, path),
+            "frame_index": scalars(table, "frame_index", np.int64, path),
+            "timestamp": scalars(table, "timestamp", np.float64, path),
+            self.state_key: vectors(table, self.state_key, path),
+            self.action_key: vectors(table, self.action_key, path),
         }
         self._open_data = (path, columns)
         return columns
@@ -308,99 +314,3 @@ class LeRobotDataset:
                 raise DatasetError(f"{path}: cannot read for fingerprint ({err})") from err
             self._file_hashes[path] = digest.hexdigest()
         return self._file_hashes[path]
-
-
-# ---- helpers --------------------------------------------------------------
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
-    except (OSError, ValueError) as err:
-        raise DatasetError(f"{path}: not valid JSON ({err})") from err
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError as err:
-                raise DatasetError(f"{path}:{number}: not valid JSON ({err})") from err
-    return rows
-
-
-def _read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
-    if not path.is_file():
-        raise DatasetError(f"{path}: file not found")
-    try:
-        if columns is not None:
-            present = set(pq.read_schema(path).names)
-            missing = [c for c in columns if c not in present]
-            if missing:
-                raise DatasetError(f"{path}: missing columns {missing}")
-        return pq.read_table(path, columns=columns)
-    except DatasetError:
-        raise
-    except Exception as err:  # ArrowInvalid, OSError: truncated or not parquet
-        raise DatasetError(f"{path}: unreadable parquet ({err})") from err
-
-
-def _req(row: dict, key: str, path: Path):
-    if key not in row:
-        raise DatasetError(f"{path}: a row lacks {key!r}: {row}")
-    return row[key]
-
-
-def _first_task(tasks, path: Path, index: int) -> str:
-    if isinstance(tasks, str):
-        return tasks
-    if not tasks:
-        raise DatasetError(f"{path}: episode {index} has no task")
-    return str(tasks[0])
-
-
-def _ordered_tasks(pairs: list[tuple[int, str]], path: Path) -> list[str]:
-    """Task texts as a list whose position is the task_index (must be 0..n-1)."""
-    by_index = {int(i): t for i, t in pairs}
-    if sorted(by_index) != list(range(len(pairs))):
-        raise DatasetError(f"{path}: task_index values must be 0..{len(pairs) - 1}, got {sorted(by_index)}")
-    return [by_index[i] for i in range(len(pairs))]
-
-
-def _sorted_episodes(episodes: list[Episode], where: Path) -> list[Episode]:
-    episodes.sort(key=lambda e: e.index)
-    indices = [e.index for e in episodes]
-    if len(set(indices)) != len(indices):
-        raise DatasetError(f"{where}: duplicate episode_index values")
-    return episodes
-
-
-def _scalars(table: pa.Table, name: str, dtype, path: Path) -> np.ndarray:
-    column = table.column(name)
-    if column.null_count:
-        raise DatasetError(f"{path}: column {name!r} has {column.null_count} nulls")
-    return column.to_numpy().astype(dtype, copy=False)
-
-
-def _vectors(table: pa.Table, name: str, path: Path) -> np.ndarray:
-    """A list-typed (fixed or variable size) column as a float32 [rows, dim] array."""
-    column = table.column(name).combine_chunks()
-    if column.null_count:
-        raise DatasetError(f"{path}: column {name!r} has {column.null_count} nulls")
-    rows = len(column)
-    if not (pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type)
-            or pa.types.is_large_list(column.type)):
-        return column.to_numpy().astype(np.float32).reshape(rows, 1)
-    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
-    if rows and (lengths != lengths[0]).any():
-        raise DatasetError(f"{path}: column {name!r} has rows of different lengths {sorted(set(lengths))}")
-    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    return values.reshape(rows, -1 if rows else 0)
