@@ -102,7 +102,7 @@ def bench() -> Config:
     # door-open-v3 at 116), so demo.max_steps=200 leaves margin; failed layouts are redrawn anyway.
     cfg.demo.tasks = list(MT10)
     # MetaWorld's `corner` view shows the 2 cm goal markers as one pixel at 64x64; `workspace` frames the
-    # table closely enough for 2-3 (sim.metaworld_env.VIRTUAL_CAMERAS). The wrist view stays.
+    # table closely enough for 6-9 (sim.metaworld_env.VIRTUAL_CAMERAS). The wrist view stays.
     cfg.demo.cameras = ["workspace", "gripperPOV"]
     cfg.demo.episodes_per_task = 20
     # Sizing, measured on MT10 (pilots, 2-core machine, nothing else running): 66-90 samples/s for the full

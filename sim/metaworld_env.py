@@ -53,7 +53,7 @@ class FreeCamera:
 
 # MetaWorld's own scene cameras sit ~2 m away: at 64x64 a 2 cm goal marker is one pixel. `workspace`
 # frames only the region every MT10 object and goal is drawn from (x -0.4..0.25, y 0.4..0.95,
-# z 0..0.35), from the front-right and above, so the same marker covers 2-3 pixels.
+# z 0..0.35), from the front-right and above, so the same marker covers 6-9 pixels instead of 2.
 VIRTUAL_CAMERAS: dict[str, FreeCamera] = {
     "workspace": FreeCamera(lookat=(-0.05, 0.7, 0.12), distance=1.0, azimuth=-60.0, elevation=-35.0),
 }
@@ -130,6 +130,7 @@ class MetaWorldEnv:
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, height)
         self._renderer = mujoco.Renderer(model, height=height, width=width)
+        self._views = {c: VIRTUAL_CAMERAS[c].mjv() if c in VIRTUAL_CAMERAS else c for c in self.cameras}
         self._policy = ENV_POLICY_MAP[task]()
         self._full_obs: np.ndarray | None = None
         self._steps = 0
@@ -180,8 +181,7 @@ class MetaWorldEnv:
         """uint8 [H, W, 3] per camera, upright."""
         images = {}
         for camera in self.cameras:
-            view = VIRTUAL_CAMERAS[camera].mjv() if camera in VIRTUAL_CAMERAS else camera
-            self._renderer.update_scene(self._env.data, camera=view)
+            self._renderer.update_scene(self._env.data, camera=self._views[camera])
             image = self._renderer.render()
             if camera in UPSIDE_DOWN_CAMERAS:
                 image = image[::-1, ::-1]

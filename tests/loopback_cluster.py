@@ -102,8 +102,10 @@ class LoopbackCluster:
         deadline = time.time() + timeout
         while "Ray runtime started" not in log.read_text():
             dead = [p.args for p in self.processes if p.poll() is not None]
-            assert not dead, f"ray start exited early: {dead}\n{log.read_text()[-3000:]}"
-            assert time.time() < deadline, f"{name} not up after {timeout:.0f}s\n{log.read_text()[-3000:]}"
+            if dead:  # a helper that cannot start its cluster: an error, not a test outcome
+                raise RuntimeError(f"ray start exited early: {dead}\n{log.read_text()[-3000:]}")
+            if time.time() > deadline:
+                raise RuntimeError(f"{name} not up after {timeout:.0f}s\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
 
     def alive_nodes(self) -> list[dict]:
