@@ -17,6 +17,9 @@ from typing import Optional
 class Codec(str, Enum):
     h264 = "h264"
     av1 = "av1"
+    # h264 at qp 0 with full-resolution colour (yuv444p): frames decode as rendered (+-2 per channel from
+    # the RGB<->YUV rounding), so a policy trained on the demos sees what closed-loop evaluation renders.
+    h264_lossless = "h264_lossless"
 
 
 class Pooling(str, Enum):

@@ -32,13 +32,14 @@ DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
 
-# codec setting -> (PyAV encoder, name in info.json, encoder options).
-# g=2: a keyframe every other frame, as LeRobot does, so random access stays cheap.
-ENCODERS: dict[Codec, tuple[str, str, dict[str, str]]] = {
-    Codec.h264: ("libx264", "h264", {"crf": "18", "g": "2", "bf": "0", "preset": "medium"}),
-    Codec.av1: ("libsvtav1", "av1", {"crf": "30", "g": "2", "preset": "8"}),
+# codec setting -> (PyAV encoder, name in info.json, encoder options, pixel format).
+# g=2: a keyframe every other frame, as LeRobot does, so random access stays cheap. yuv420p halves the
+# colour resolution: at 64x64 a 2-pixel goal marker loses most of its colour (benchmarks/goal_probe.py).
+ENCODERS: dict[Codec, tuple[str, str, dict[str, str], str]] = {
+    Codec.h264: ("libx264", "h264", {"crf": "18", "g": "2", "bf": "0", "preset": "medium"}, "yuv420p"),
+    Codec.av1: ("libsvtav1", "av1", {"crf": "30", "g": "2", "preset": "8"}, "yuv420p"),
+    Codec.h264_lossless: ("libx264", "h264", {"qp": "0", "g": "2", "bf": "0", "preset": "medium"}, "yuv444p"),
 }
-PIX_FMT = "yuv420p"
 
 
 def video_key(camera: str) -> str:
@@ -49,12 +50,12 @@ class _VideoFile:
     """One camera's mp4: frames appended in order, pts = frame number in time base 1/fps."""
 
     def __init__(self, path: Path, codec: Codec, fps: int, width: int, height: int) -> None:
-        encoder, _, options = ENCODERS[codec]
+        encoder, _, options, pix_fmt = ENCODERS[codec]
         os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner per stream otherwise
         path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(path), mode="w")
         self._stream = self._container.add_stream(encoder, rate=fps, options=dict(options))
-        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, PIX_FMT
+        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, pix_fmt
         self._stream.time_base = Fraction(1, fps)
         self.frames = 0
 
@@ -223,7 +224,7 @@ class LeRobotV3Writer:
         (self.root / "meta" / "stats.json").write_text(json.dumps(stats, indent=2))
 
     def _write_info(self, state_dim: int, action_dim: int) -> None:
-        _, codec_name, _ = ENCODERS[self.codec]
+        _, codec_name, _, pix_fmt = ENCODERS[self.codec]
         scalar = {"shape": [1], "names": None}
         features: dict[str, dict] = {
             "observation.state": {"dtype": "float32", "shape": [state_dim], "names": self.state_names},
@@ -238,7 +239,7 @@ class LeRobotV3Writer:
                     "video.height": self.height,
                     "video.width": self.width,
                     "video.codec": codec_name,
-                    "video.pix_fmt": PIX_FMT,
+                    "video.pix_fmt": pix_fmt,
                     "video.is_depth_map": False,
                     "video.fps": self.fps,
                     "video.channels": 3,

@@ -20,6 +20,7 @@ import pytest
 from pipeline.config import Codec, Config, DemoConfig
 from sim.demos import MARKER, DemoError, ensure_demo_dataset, episode_seed, generate, record_episode
 from sim.metaworld_env import MetaWorldEnv, instruction_for
+from stages.lerobot import LeRobotDataset
 
 CAMERAS = ["corner", "gripperPOV"]
 TINY = DemoConfig(tasks=["reach-v3", "push-v3"], episodes_per_task=1, seed=0, cameras=CAMERAS,
@@ -164,6 +165,27 @@ def test_av1_dataset(tmp_path: Path):
         stream = container.streams.video[0]
         assert stream.codec_context.codec.id == av.codec.Codec("libsvtav1", "w").id  # AV1, whichever decoder reads it
         assert len(list(container.decode(video=0))) == 10
+
+
+def test_lossless_h264_decodes_to_what_evaluation_renders(tmp_path: Path):
+    """demo.codec=h264_lossless: the cache's reader gets the rendered frames back; the default h264 does not."""
+    worst = {}
+    for codec in (Codec.h264, Codec.h264_lossless):
+        demo = replace(TINY, tasks=["reach-v3"], max_steps=10, keep_failed=True, codec=codec)
+        generate(demo, tmp_path / codec.value, show_progress=False)
+        (rendered,), _ = expected_episodes(demo)
+        ds = LeRobotDataset(tmp_path / codec.value)
+        (episode,) = ds.episodes
+        errors = []
+        for camera, key in zip(CAMERAS, ds.camera_keys):
+            decoded = ds.read_images(episode, key, np.arange(episode.length))
+            errors.append(np.abs(decoded.astype(int) - rendered.images[camera]).max())
+        worst[codec] = max(errors)
+    info = json.loads((tmp_path / "h264_lossless/meta/info.json").read_text())
+    video = info["features"]["observation.images.corner"]["info"]
+    assert (video["video.codec"], video["video.pix_fmt"]) == ("h264", "yuv444p")
+    assert worst[Codec.h264_lossless] <= 2, "only RGB<->YUV rounding may differ"
+    assert worst[Codec.h264] > 20, "yuv420p + crf 18 visibly changes small details"
 
 
 def test_ensure_demo_dataset_is_a_noop_the_second_time(tmp_path: Path, monkeypatch):
