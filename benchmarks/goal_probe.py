@@ -1,0 +1,256 @@
+"""Can a frame's cached latent say where the goal is? A probe, against the number of layouts it learns from.
+
+Issue 8: with the `bench` preset the policy solves the tasks whose target is always in the same place
+(door, drawer, window) and fails the ones whose target is drawn anew each episode and seen only in the
+image (reach, push, pick-place, peg-insert-side). This measures the first link of that chain in isolation:
+for each task, first frames of many seeded layouts are rendered as the demos render them (`workspace` and
+`gripperPOV`, side by side), and a probe (ridge regression, and a small conv net) is fitted to read the
+privileged goal and object positions back from
+
+- the `bench` VAE latent of the raw rendered frame (what the policy sees in closed-loop evaluation),
+- the same latent after the frame went through the demo dataset's video codec (`--codec`; what training
+  sees from the default h264, yuv420p at crf 18),
+- the latent of a VAE of the same size fitted to the training layouts' frames (`model.vae_fit`),
+- the raw pixels (a conv net on the image itself: what a better encoder could reach),
+
+trained on 20 layouts (the preset's demos per task) up to a few hundred, tested on other layouts. The
+table gives the mean error in cm and the share of test layouts located within 5 cm (reach's and push's
+success radius). Chance is the error of always guessing the training mean.
+
+    .venv/bin/python benchmarks/goal_probe.py [--tasks reach-v3 push-v3] [--train 20 100 400] [--test 200]
+        [--features latent latent-coded latent-fitted pixels] [--codec h264] [--size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+# the repository root instead of benchmarks/, whose metaworld.py would shadow the metaworld package
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(_ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != _ROOT / "benchmarks"]
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from rich.table import Table  # noqa: E402
+from torch import nn  # noqa: E402
+
+from model.vae import build_vae, encode  # noqa: E402
+from model.vae_fit import VaeFitConfig, fit_vae_timed  # noqa: E402
+from pipeline.console import console  # noqa: E402
+from pipeline.presets import PRESETS  # noqa: E402
+from pipeline.config import Codec  # noqa: E402
+from sim.lerobot_writer import ENCODERS  # noqa: E402
+from sim.metaworld_env import MetaWorldEnv  # noqa: E402
+
+SEED_BASE = 900_000  # far from the demo (0..) and evaluation (1000..) seeds: layouts nobody trained on
+RADIUS_M = 0.05
+
+
+@dataclass
+class Layouts:
+    frames: np.ndarray  # uint8 [N, H, W * cameras, 3], cameras side by side as the cache stores them
+    goal: np.ndarray  # float32 [N, 3] metres
+    obj: np.ndarray  # float32 [N, 3] metres
+
+
+def render_layouts(task: str, cameras: list[str], size: int, seeds: range, shadows: bool) -> Layouts:
+    """First frame of each seeded layout, and where MetaWorld put the goal and the (first) object."""
+    frames, goals, objs = [], [], []
+    with MetaWorldEnv(task, cameras, size, size, max_steps=10) as env:
+        if shadows:  # a depth cue for floating goals; MetaWorldEnv turns them off for speed
+            env._env.model.light_castshadow[:] = 1
+        for seed in seeds:
+            obs = env.reset(seed)
+            frames.append(np.concatenate([obs["images"][c] for c in cameras], axis=1))
+            goals.append(np.asarray(env._env._target_pos, dtype=np.float32))
+            objs.append(np.asarray(env._full_obs[4:7], dtype=np.float32))
+    return Layouts(np.stack(frames), np.stack(goals), np.stack(objs))
+
+
+def codec_round_trip(frames: np.ndarray, codec: Codec, fps: int = 20) -> np.ndarray:
+    """Each frame as an intra frame at the demo dataset's settings for `codec`, decoded again."""
+    encoder, _, options, pix_fmt = ENCODERS[codec]
+    n, h, w, _ = frames.shape
+    path = Path(f"/tmp/goal_probe_{os.getpid()}.mp4")
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream(encoder, rate=fps, options={**options, "g": "1"})
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        stream.time_base = Fraction(1, fps)
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    with av.open(str(path)) as src:
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in src.decode(video=0)])
+    path.unlink()
+    if decoded.shape != frames.shape:
+        raise RuntimeError(f"{codec.value} round trip changed the shape: {frames.shape} -> {decoded.shape}")
+    return decoded
+
+
+def pixels(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # [N, 3, H, W]
+
+
+@torch.no_grad()
+def latents(vae, frames: np.ndarray, batch: int = 64) -> torch.Tensor:
+    """The cache's current-frame latent: a one-frame clip through the VAE -> [N, z, H/8, W/8]."""
+    x = pixels(frames).unsqueeze(2)
+    return torch.cat([encode(vae, x[i:i + batch])[:, :, 0] for i in range(0, len(x), batch)])
+
+
+def ridge(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor) -> torch.Tensor:
+    """Closed-form ridge on flattened features; the penalty picked on a fifth of the training layouts."""
+    def fit(x, y, alpha):
+        mean_x, mean_y = x.mean(0), y.mean(0)
+        xc = (x - mean_x).double()
+        gram = xc @ xc.T + alpha * torch.eye(len(x), dtype=torch.float64)  # dual form: n << features
+        w = xc.T @ torch.linalg.solve(gram, (y - mean_y).double())
+        return lambda z: ((z - mean_x).double() @ w).float() + mean_y
+    x, tx = train_x.flatten(1), test_x.flatten(1)
+    cut = max(len(x) * 4 // 5, 2)
+    alphas = [10.0 ** k for k in range(-2, 6)]
+    errors = [(fit(x[:cut], train_y[:cut], a)(x[cut:]) - train_y[cut:]).norm(dim=1).mean() for a in alphas]
+    return fit(x, train_y, alphas[int(torch.stack(errors).argmin())])(tx)
+
+
+def conv_probe(in_channels: int, from_pixels: bool) -> nn.Module:
+    """A small conv net; on pixels three stride-2 convs first bring the image to the latent grid (1/8)."""
+    stem: list[nn.Module] = []
+    channels = in_channels
+    if from_pixels:
+        for out in (32, 48, 64):
+            stem += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.GELU()]
+            channels = out
+    return nn.Sequential(
+        *stem,
+        nn.Conv2d(channels, 64, 3, padding=1), nn.GELU(),
+        nn.Conv2d(64, 64, 3, padding=1), nn.GELU(),
+        nn.AdaptiveAvgPool2d((4, 8)), nn.Flatten(),
+        nn.Linear(64 * 32, 128), nn.GELU(), nn.Linear(128, 6),
+    )
+
+
+def train_conv(train_x, train_y, test_x, from_pixels: bool, updates: int, seed: int = 0) -> torch.Tensor:
+    """AdamW on standardized targets, minibatches of up to 32, a fixed number of updates (no early stopping)."""
+    torch.manual_seed(seed)
+    mean, std = train_y.mean(0), train_y.std(0) + 1e-6
+    y = (train_y - mean) / std
+    net = conv_probe(train_x.shape[1], from_pixels)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, updates)
+    batch = min(32, len(train_x))
+    order = torch.randperm(len(train_x))
+    for step in range(updates):
+        start = (step * batch) % len(train_x)
+        if start + batch > len(train_x):
+            order, start = torch.randperm(len(train_x)), 0
+        idx = order[start:start + batch]
+        loss = nn.functional.mse_loss(net(train_x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    with torch.no_grad():
+        return net(test_x) * std + mean
+
+
+def score(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+    """Mean Euclidean error in cm, and the share within RADIUS_M."""
+    err = (pred - truth).norm(dim=1)
+    return float(err.mean() * 100), float((err < RADIUS_M).float().mean() * 100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=["reach-v3", "push-v3", "pick-place-v3", "peg-insert-side-v3"])
+    parser.add_argument("--train", type=int, nargs="+", default=[20, 100, 400], help="training layouts per probe")
+    parser.add_argument("--test", type=int, default=200, help="test layouts per task")
+    parser.add_argument("--cameras", nargs="+", default=None, help="cameras side by side; default the bench preset's")
+    parser.add_argument("--features", nargs="+", default=["latent", "latent-coded", "pixels"],
+                        choices=["latent", "latent-coded", "latent-fitted", "pixels"], help="what the probes read")
+    parser.add_argument("--fit-vae-steps", type=int, default=600, help="for latent-fitted: VAE training steps")
+    parser.add_argument("--codec", type=Codec, default=Codec.h264, choices=list(Codec),
+                        help="demo video codec for the latent-coded features (training frames)")
+    parser.add_argument("--size", type=int, default=0, help="camera resolution (square); 0 = the bench preset's")
+    parser.add_argument("--shadows", action="store_true", help="render with MuJoCo's shadows (the envs turn them off)")
+    parser.add_argument("--updates", type=int, default=1500, help="minibatch updates per conv probe")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    cfg = PRESETS["bench"]()
+    cameras, size = args.cameras or cfg.demo.cameras, args.size or cfg.cache.image_height
+    vae = build_vae(cfg.cache.vae)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
+    console.print(f"[bold]goal probe[/]: {machine}, torch {torch.__version__}; cameras {cameras} at {size}x{size}, "
+                  f"shadows {'on' if args.shadows else 'off'}, bench VAE (random, seed {cfg.cache.vae.seed}); train {args.train} layouts, test {args.test}")
+    table = Table(title="where is the goal / the object? mean error cm (share within 5 cm)")
+    for col in ("task", "target", "features (train -> test)", "probe", "chance",
+                *[f"{n} layouts" for n in args.train]):
+        table.add_column(col, justify="left" if col in ("task", "target", "features (train -> test)", "probe") else "right")
+    start, rows = time.perf_counter(), []
+    n_train = max(args.train)
+    layouts = {task: render_layouts(task, cameras, size, range(SEED_BASE, SEED_BASE + n_train + args.test),
+                                    args.shadows) for task in args.tasks}
+    console.print(f"{len(args.tasks) * (n_train + args.test)} layouts rendered; {time.perf_counter() - start:.0f} s")
+    fitted = None
+    if "latent-fitted" in args.features:  # one VAE for all tasks, fitted on the training layouts' frames only
+        fitted = build_vae(cfg.cache.vae)
+        train_frames = np.concatenate([data.frames[:n_train] for data in layouts.values()])
+        fit = VaeFitConfig(steps=args.fit_vae_steps)
+        losses = fit_vae_timed(fitted, train_frames, fit, report=console.print)
+        console.print(f"VAE fitted on {len(train_frames)} frames: loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+                      f"{time.perf_counter() - start:.0f} s")
+    for task, data in layouts.items():
+        raw = latents(vae, data.frames)
+        feats = {}
+        if "latent" in args.features:
+            feats["latent raw -> raw"] = (raw, raw, False)
+        if fitted is not None:
+            own = latents(fitted, data.frames)
+            feats[f"fitted latent raw -> raw ({args.fit_vae_steps} steps)"] = (own, own, False)
+        if "latent-coded" in args.features:
+            coded = latents(vae, codec_round_trip(data.frames, args.codec))
+            feats[f"latent {args.codec.value} -> raw"] = (coded, raw, False)
+        if "pixels" in args.features:
+            feats["pixels raw -> raw"] = (pixels(data.frames), pixels(data.frames), True)
+        truth = torch.from_numpy(np.concatenate([data.goal, data.obj], axis=1))
+        test = slice(n_train, n_train + args.test)
+        console.print(f"{task}: goal spread (std, cm) "
+                      f"{np.round(data.goal.std(0) * 100, 1).tolist()}, object {np.round(data.obj.std(0) * 100, 1).tolist()}"
+                      f"; {time.perf_counter() - start:.0f} s")
+        for name, (train_feats, test_feats, from_pixels) in feats.items():
+            for probe in ("ridge", "conv"):
+                if probe == "ridge" and from_pixels:
+                    continue
+                preds = {}
+                for n in args.train:
+                    if probe == "ridge":
+                        preds[n] = ridge(train_feats[:n], truth[:n], test_feats[test])
+                    else:
+                        preds[n] = train_conv(train_feats[:n], truth[:n], test_feats[test], from_pixels, args.updates)
+                for k, target in ((slice(0, 3), "goal"), (slice(3, 6), "object")):
+                    if float(truth[:, k].std(0).max()) < 1e-3:
+                        continue  # not randomized in this task
+                    chance = score(truth[:n_train, k].mean(0).expand(args.test, 3), truth[test, k])
+                    cells = [f"{e:.1f} ({w:.0f}%)" for e, w in (score(preds[n][:, k], truth[test, k]) for n in args.train)]
+                    rows.append([task, target, name, probe, f"{chance[0]:.1f} ({chance[1]:.0f}%)", *cells])
+                    table.add_row(*rows[-1])
+        console.print(f"{task}: probes fitted; {time.perf_counter() - start:.0f} s")
+    console.print(table)
+    print("\n| " + " | ".join(str(c.header) for c in table.columns) + " |")  # the same, for RESULTS.md
+    print("|" + " --- |" * len(table.columns))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
