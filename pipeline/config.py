@@ -52,6 +52,7 @@ class DemoConfig:
     max_steps: int = 200
     codec: Codec = Codec.h264
     keep_failed: bool = False
+    workers: int = 0  # processes recording episodes at once; 0 = one per CPU (the dataset is the same)
 
 
 @dataclass

@@ -48,7 +48,8 @@ def run_name(cfg: Config) -> str:
     """Explicit `train.run_name`, else `<preset>-<hash of what shapes the trained weights>`."""
     if cfg.train.run_name:
         return cfg.train.run_name
-    flat = {k: v for k, v in to_flat_dict(cfg).items() if k.split(".")[0] in ("cache", "model", "train", "data", "demo")}
+    flat = {k: v for k, v in to_flat_dict(cfg).items()
+            if k.split(".")[0] in ("cache", "model", "train", "data", "demo") and k != "demo.workers"}
     digest = hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{cfg.preset}-{digest}"
 

@@ -18,18 +18,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.config import Config, DemoConfig
 from pipeline.console import console
 from pipeline.workdir import demo_dataset_dir
+from sim.demo_recorder import Episode, EpisodeRecorder, episode_seed, record_episode, worker_count
 from sim.lerobot_writer import LeRobotV3Writer
 
-if TYPE_CHECKING:  # the simulator is imported only when generating, so an up-to-date check stays instant
-    from sim.metaworld_env import MetaWorldEnv
+__all__ = ["Episode", "episode_seed", "record_episode", "generate", "ensure_demo_dataset", "DemoError", "MARKER"]
 
 MARKER = "demo_config.json"  # written last; its hash says which demo config the dataset holds
 FORMAT_VERSION = 1  # bump when the generator's output changes for the same config
@@ -49,47 +47,14 @@ class DemoSummary:
     seconds: float
 
 
-@dataclass
-class Episode:
-    """One recorded rollout: frame t holds the observation before action t."""
-
-    task: str
-    instruction: str
-    seed: int
-    success: bool
-    states: np.ndarray  # float32 [T, 4]
-    actions: np.ndarray  # float32 [T, 4]
-    images: dict[str, np.ndarray]  # camera -> uint8 [T, H, W, 3]
-
-
 def demo_config_hash(demo: DemoConfig) -> str:
     payload = json.dumps({"format": FORMAT_VERSION, "demo": _demo_dict(demo)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def _demo_dict(demo: DemoConfig) -> dict:
-    return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(demo).items()}
-
-
-def episode_seed(base_seed: int, task_index: int, attempt: int) -> int:
-    """Distinct, reproducible layout seed per (config seed, task, attempt)."""
-    return int(np.random.SeedSequence([base_seed, task_index, attempt]).generate_state(1)[0])
-
-
-def record_episode(env: MetaWorldEnv, seed: int) -> Episode:
-    """Roll out the scripted expert from the layout of `seed` until success or max_steps."""
-    obs = env.reset(seed)
-    states, actions, frames = [], [], {cam: [] for cam in env.cameras}
-    done, success = False, False
-    while not done:
-        action = env.expert_action()
-        states.append(obs["state"])
-        actions.append(action)
-        for cam in env.cameras:
-            frames[cam].append(obs["images"][cam])
-        obs, success, done = env.step(action)
-    return Episode(env.task, env.instruction, seed, success, np.stack(states), np.stack(actions),
-                   {cam: np.stack(f) for cam, f in frames.items()})
+    """The fields that shape the dataset (`workers` only changes how fast it is made)."""
+    return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(demo).items() if k != "workers"}
 
 
 def generate(demo: DemoConfig, out: Path, show_progress: bool = True) -> DemoSummary:
@@ -134,6 +99,8 @@ def _validate(demo: DemoConfig) -> None:
         problems.append(f"demo.cameras {demo.cameras} must be some of: {', '.join(ALL_CAMERAS)}")
     if demo.width < 16 or demo.height < 16 or demo.width % 2 or demo.height % 2:
         problems.append(f"demo.width/height must be even and >= 16 (yuv420p video), got {demo.width}x{demo.height}")
+    if demo.workers < 0:
+        problems.append(f"demo.workers must be >= 0 (0 = one per CPU), got {demo.workers}")
     if not 1 <= demo.max_steps <= 500 or demo.fps < 1:
         problems.append("demo.max_steps must lie in [1, 500] (MetaWorld's limit) and demo.fps must be >= 1")
     if problems:
@@ -141,32 +108,33 @@ def _validate(demo: DemoConfig) -> None:
 
 
 def _record_all(demo: DemoConfig, writer: LeRobotV3Writer, show_progress: bool) -> tuple[int, int, int]:
-    from sim.metaworld_env import MetaWorldEnv
-
+    """Episodes in task order, attempts in order, failed layouts redrawn: the same dataset for any worker count."""
     total = len(demo.tasks) * demo.episodes_per_task
     episodes = frames = attempts = 0
+    workers = worker_count(demo)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, disable=not show_progress, transient=False) as progress:
-        bar = progress.add_task("demo episodes", total=total)
+    with (Progress(*columns, console=console, disable=not show_progress, transient=False) as progress,
+          EpisodeRecorder(demo, workers) as recorder):
+        bar = progress.add_task(f"demo episodes ({workers} worker{'s' * (workers > 1)})", total=total)
+        recorder.expect([(t, a) for t in range(len(demo.tasks)) for a in range(demo.episodes_per_task)])
         for task_index, task in enumerate(demo.tasks):
-            with MetaWorldEnv(task, demo.cameras, demo.width, demo.height, demo.max_steps) as env:
-                kept, max_attempts = 0, ATTEMPTS_PER_EPISODE * demo.episodes_per_task
-                for attempt in range(max_attempts):
-                    if kept == demo.episodes_per_task:
-                        break
-                    progress.update(bar, description=f"{task} (attempt {attempt + 1})")
-                    episode = record_episode(env, episode_seed(demo.seed, task_index, attempt))
-                    attempts += 1
-                    if not (episode.success or demo.keep_failed):
-                        continue
-                    writer.add_episode(episode.instruction, episode.states, episode.actions, episode.images)
-                    kept, episodes, frames = kept + 1, episodes + 1, frames + len(episode.states)
-                    progress.advance(bar)
-                if kept < demo.episodes_per_task:
-                    raise DemoError(
-                        f"the scripted expert for '{task}' succeeded in only {kept} of {max_attempts} attempts "
-                        f"within demo.max_steps={demo.max_steps}; raise demo.max_steps, set demo.keep_failed=true "
-                        f"or drop the task")
+            kept, max_attempts = 0, ATTEMPTS_PER_EPISODE * demo.episodes_per_task
+            for attempt in range(max_attempts):
+                if kept == demo.episodes_per_task:
+                    break
+                progress.update(bar, description=f"{task} (attempt {attempt + 1})")
+                episode = recorder.get((task_index, attempt))
+                attempts += 1
+                if not (episode.success or demo.keep_failed):
+                    continue
+                writer.add_episode(episode.instruction, episode.states, episode.actions, episode.images)
+                kept, episodes, frames = kept + 1, episodes + 1, frames + len(episode.states)
+                progress.advance(bar)
+            if kept < demo.episodes_per_task:
+                raise DemoError(
+                    f"the scripted expert for '{task}' succeeded in only {kept} of {max_attempts} attempts "
+                    f"within demo.max_steps={demo.max_steps}; raise demo.max_steps, set demo.keep_failed=true "
+                    f"or drop the task")
     return episodes, frames, attempts
 
 

@@ -147,6 +147,26 @@ def test_only_successful_episodes_are_kept(tmp_path: Path):
         assert np.array_equal(np.stack(rows["action"]), episode.actions)
 
 
+def decoded_frames(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def test_worker_processes_write_the_serial_dataset(tmp_path: Path):
+    """demo.workers records episodes in parallel: same episodes, same order, failed layouts redrawn alike."""
+    demo = replace(TINY, tasks=["reach-v3"], cameras=["corner"], episodes_per_task=2, max_steps=45)
+    _, outcomes = expected_episodes(demo)
+    assert False in outcomes, "precondition: a rollout fails, so a redrawn attempt goes through the workers"
+    serial = generate(replace(demo, workers=1), tmp_path / "serial", show_progress=False)
+    parallel = generate(replace(demo, workers=2), tmp_path / "parallel", show_progress=False)
+    assert (parallel.episodes, parallel.frames, parallel.attempts) == (serial.episodes, serial.frames, serial.attempts)
+    for rel in ["data/chunk-000/file-000.parquet", "meta/episodes/chunk-000/file-000.parquet", "meta/tasks.parquet",
+                MARKER]:
+        assert (tmp_path / "parallel" / rel).read_bytes() == (tmp_path / "serial" / rel).read_bytes(), rel
+    video = "videos/observation.images.corner/chunk-000/file-000.mp4"
+    assert np.array_equal(decoded_frames(tmp_path / "parallel" / video), decoded_frames(tmp_path / "serial" / video))
+
+
 def test_expert_that_cannot_succeed_fails_clearly(tmp_path: Path):
     demo = replace(TINY, tasks=["reach-v3"], max_steps=3)
     with pytest.raises(DemoError, match="reach-v3.*demo.max_steps=3"):
@@ -228,8 +248,8 @@ def test_round_trip_through_the_reader(tiny: Path):
 
 
 def test_bad_demo_config_is_rejected_before_simulating(tmp_path: Path):
-    demo = replace(TINY, tasks=["reach-v3", "no-such-task-v3"], cameras=["corner", "no-such-camera"])
-    with pytest.raises(DemoError, match="no-such-task-v3.*no-such-camera"):
+    demo = replace(TINY, tasks=["reach-v3", "no-such-task-v3"], cameras=["corner", "no-such-camera"], workers=-1)
+    with pytest.raises(DemoError, match="no-such-task-v3.*no-such-camera.*demo.workers"):
         generate(demo, tmp_path / "ds", show_progress=False)
     assert not list(tmp_path.iterdir())
 
