@@ -27,6 +27,7 @@ import argparse
 import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -43,7 +44,7 @@ from rich.table import Table  # noqa: E402
 from torch import nn  # noqa: E402
 
 from model.vae import build_vae, encode  # noqa: E402
-from model.vae_fit import VaeFitConfig, fit_vae_timed  # noqa: E402
+from model.vae_fit import VaeFitConfig, fit_vae_timed, frames_to_clips  # noqa: E402
 from pipeline.console import console  # noqa: E402
 from pipeline.presets import PRESETS  # noqa: E402
 from pipeline.config import Codec  # noqa: E402
@@ -79,32 +80,33 @@ def codec_round_trip(frames: np.ndarray, codec: Codec, fps: int = 20) -> np.ndar
     """Each frame as an intra frame at the demo dataset's settings for `codec`, decoded again."""
     encoder, _, options, pix_fmt = ENCODERS[codec]
     n, h, w, _ = frames.shape
-    path = Path(f"/tmp/goal_probe_{os.getpid()}.mp4")
-    with av.open(str(path), mode="w") as out:
-        stream = out.add_stream(encoder, rate=fps, options={**options, "g": "1"})
-        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-        stream.time_base = Fraction(1, fps)
-        for i, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    with av.open(str(path)) as src:
-        decoded = np.stack([f.to_ndarray(format="rgb24") for f in src.decode(video=0)])
-    path.unlink()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "round_trip.mp4"
+        with av.open(str(path), mode="w") as out:
+            stream = out.add_stream(encoder, rate=fps, options={**options, "g": "1"})
+            stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+            stream.time_base = Fraction(1, fps)
+            for i, image in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                frame.pts = i
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode(None))
+        with av.open(str(path)) as src:
+            decoded = np.stack([f.to_ndarray(format="rgb24") for f in src.decode(video=0)])
     if decoded.shape != frames.shape:
         raise RuntimeError(f"{codec.value} round trip changed the shape: {frames.shape} -> {decoded.shape}")
     return decoded
 
 
 def pixels(frames: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # [N, 3, H, W]
+    """uint8 [N, H, W, 3] -> [N, 3, H, W] in [-1, 1]."""
+    return frames_to_clips(frames)[:, :, 0]
 
 
 @torch.no_grad()
 def latents(vae, frames: np.ndarray, batch: int = 64) -> torch.Tensor:
     """The cache's current-frame latent: a one-frame clip through the VAE -> [N, z, H/8, W/8]."""
-    x = pixels(frames).unsqueeze(2)
+    x = frames_to_clips(frames)
     return torch.cat([encode(vae, x[i:i + batch])[:, :, 0] for i in range(0, len(x), batch)])
 
 
