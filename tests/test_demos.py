@@ -172,8 +172,16 @@ def test_worker_processes_write_the_serial_dataset(tmp_path: Path):
     for rel in ["data/chunk-000/file-000.parquet", "meta/episodes/chunk-000/file-000.parquet", "meta/tasks.parquet",
                 MARKER]:
         assert (tmp_path / "parallel" / rel).read_bytes() == (tmp_path / "serial" / rel).read_bytes(), rel
+    # Frames: MuJoCo's software EGL renderer is not bit-exact across processes (CI saw a few pixels differ), so the
+    # check is that the parallel frames sit on the serial ones: their mean difference must be well under what one
+    # frame of robot motion changes. A missing, repeated or reordered frame or episode moves it above that.
     video = "videos/observation.images.corner/chunk-000/file-000.mp4"
-    assert np.array_equal(decoded_frames(tmp_path / "parallel" / video), decoded_frames(tmp_path / "serial" / video))
+    parallel_frames = decoded_frames(tmp_path / "parallel" / video).astype(np.int16)
+    serial_frames = decoded_frames(tmp_path / "serial" / video).astype(np.int16)
+    assert parallel_frames.shape == serial_frames.shape
+    render_noise = float(np.abs(parallel_frames - serial_frames).mean())
+    one_frame_of_motion = float(np.abs(serial_frames[1:] - serial_frames[:-1]).mean())
+    assert render_noise < 0.5 * one_frame_of_motion, (render_noise, one_frame_of_motion)
 
 
 def test_expert_that_cannot_succeed_fails_clearly(tmp_path: Path):
