@@ -37,6 +37,11 @@ class SimEnv(str, Enum):
     libero = "libero"
 
 
+class EvalLayouts(str, Enum):
+    heldout = "heldout"  # seeds disjoint from the demonstrations': the score
+    demo = "demo"  # the demonstrations' own layouts: a diagnostic (fitting vs generalising), never the score
+
+
 @dataclass
 class DemoConfig:
     """The embedded MetaWorld demonstration dataset (`python -m sim.demos`)."""
@@ -211,6 +216,8 @@ class EvalConfig:
     tasks: list[str] = field(default_factory=list)
     episodes_per_task: int = 10
     seed: int = 1000  # episode seeds derive from it; never one of the demo seeds
+    # heldout = the score; demo = replay the demo dataset's layouts (MetaWorld), logged under eval_demo/, never crowns
+    layouts: EvalLayouts = EvalLayouts.heldout
     max_steps: int = 200
     max_steps_per_suite: dict[str, int] = field(default_factory=lambda: {"libero_10": 700})
     replan_every: int = 10  # execute the first k actions of each chunk

@@ -75,17 +75,17 @@ def _run_in_path(client: MlflowClient, path: Path) -> str | None:
     return None
 
 
-def metrics_of(summary: dict[str, Any]) -> dict[str, float]:
-    out = {SUCCESS_MEAN: summary["success_mean"], "eval/episodes": summary["episodes"],
-           "eval/steps_per_second": summary["steps_per_second"],
-           "eval/episodes_per_minute": summary["episodes_per_minute"]}
+def metrics_of(summary: dict[str, Any], prefix: str = "eval") -> dict[str, float]:
+    out = {f"{prefix}/success_mean": summary["success_mean"], f"{prefix}/episodes": summary["episodes"],
+           f"{prefix}/steps_per_second": summary["steps_per_second"],
+           f"{prefix}/episodes_per_minute": summary["episodes_per_minute"]}
     for task, rate in summary["tasks"].items():
-        out[f"eval/success/{task}"] = rate["success"]
-        out[f"eval/mean_length/{task}"] = rate["mean_length"]
+        out[f"{prefix}/success/{task}"] = rate["success"]
+        out[f"{prefix}/mean_length/{task}"] = rate["mean_length"]
     for suite, rate in summary["suites"].items():
-        out[f"eval/suite_success/{suite}"] = rate["success"]
-        out[f"eval/suite_ci_low/{suite}"] = rate["ci_low"]
-        out[f"eval/suite_ci_high/{suite}"] = rate["ci_high"]
+        out[f"{prefix}/suite_success/{suite}"] = rate["success"]
+        out[f"{prefix}/suite_ci_low/{suite}"] = rate["ci_low"]
+        out[f"{prefix}/suite_ci_high/{suite}"] = rate["ci_high"]
     return out
 
 
@@ -101,18 +101,18 @@ def champion_score(ref: ModelRef, alias: str) -> tuple[str | None, float | None]
     return str(champ.version), client.get_run(champ.run_id).data.metrics.get(SUCCESS_MEAN) if champ.run_id else None
 
 
-def log_results(ref: ModelRef, summary: dict[str, Any], out_dir: Path) -> None:
-    """Metrics on the model's run; results JSON under eval/, videos under eval/videos/."""
+def log_results(ref: ModelRef, summary: dict[str, Any], out_dir: Path, prefix: str = "eval") -> None:
+    """Metrics on the model's run; results JSON under <prefix>/, videos under <prefix>/videos/."""
     assert ref.run_id is not None
     client = MlflowClient()
     now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, 0) for k, v in metrics_of(summary).items()]
+    metrics = [Metric(k, float(v), now, 0) for k, v in metrics_of(summary, prefix).items()]
     for i in range(0, len(metrics), 500):
         client.log_batch(ref.run_id, metrics=metrics[i:i + 500])
-    client.log_artifact(ref.run_id, str(out_dir / "results.json"), "eval")
+    client.log_artifact(ref.run_id, str(out_dir / "results.json"), prefix)
     videos = out_dir / "videos"
     if videos.is_dir() and any(videos.iterdir()):
-        client.log_artifacts(ref.run_id, str(videos), "eval/videos")
+        client.log_artifacts(ref.run_id, str(videos), f"{prefix}/videos")
 
 
 def maybe_crown(ref: ModelRef, success_mean: float, alias: str, previous: tuple[str | None, float | None]) -> bool:

@@ -6,6 +6,10 @@ Rollouts run on `eval.num_workers` parallel simulators (Ray actors; 0 = in
 this process). Results: a table per task, `<workdir>/eval/<model>/results.json`
 with rollout videos beside it, and, when the model comes from MLflow, metrics
 and artifacts on its run plus the `champion` alias when it beats the current one.
+
+`eval.layouts=demo` replays the demo dataset's own layouts instead of held-out
+ones: a diagnostic that separates "cannot fit the demonstrations" from "does not
+generalise to new layouts". It is logged under `eval_demo/` and never crowns.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.cli import parse_or_exit
-from pipeline.config import Config, SimEnv
+from pipeline.config import Config, EvalLayouts, SimEnv
 from pipeline.console import console
-from pipeline.workdir import workdir
+from pipeline.workdir import demo_dataset_dir, workdir
 from sim.evaluation import evaluate, plan_episodes
 from sim.observation import camera_name
 from sim.policies import ChunkPolicy
@@ -65,6 +69,32 @@ def demo_seeds(cfg: Config):
         return {episode_seed(cfg.demo.seed, index, a) for a in range(ATTEMPTS_PER_EPISODE * cfg.demo.episodes_per_task)}
 
     return seeds
+
+
+def demo_layout_episodes(cfg: Config, envs: list[EnvSpec]) -> list[EpisodeSpec]:
+    """The first `eval.episodes_per_task` layouts each task's demonstrations were recorded on."""
+    import pyarrow.parquet as pq
+
+    if cfg.eval.env != SimEnv.metaworld:
+        raise ValueError("eval.layouts=demo replays generated MetaWorld demos; it has no meaning for LIBERO")
+    path = demo_dataset_dir(cfg) / "meta/episodes/chunk-000/file-000.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"eval.layouts=demo needs the demo dataset the policy was trained on: no {path}")
+    table = pq.read_table(path)
+    if "layout_seed" not in table.column_names:
+        raise ValueError(f"{path} does not record layout seeds (made by an older version): regenerate the demos")
+    seeds: dict[str, list[int]] = {}
+    for tasks, seed in zip(table.column("tasks").to_pylist(), table.column("layout_seed").to_pylist()):
+        seeds.setdefault(tasks[0], []).append(int(seed))
+    plan = []
+    for env in envs:
+        available = seeds.get(instruction_of(env), [])
+        if len(available) < cfg.eval.episodes_per_task:
+            raise ValueError(f"{env.task}: the demo dataset has {len(available)} layouts, fewer than "
+                             f"eval.episodes_per_task={cfg.eval.episodes_per_task}")
+        plan += [EpisodeSpec(env, i, seed, record_video=i < cfg.eval.videos_per_task)
+                 for i, seed in enumerate(available[:cfg.eval.episodes_per_task])]
+    return plan
 
 
 def instruction_of(env: EnvSpec) -> str:
@@ -141,22 +171,29 @@ def evaluate_model(cfg: Config, show_progress: bool = True) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{cfg.eval.model}: the policy was not trained on {missing}; it knows {sorted(info.tasks)}")
     loaded = load_policy(ref.bundle)
-    episodes = plan_episodes(envs, cfg.eval.episodes_per_task, cfg.eval.seed, cfg.eval.videos_per_task, demo_seeds(cfg))
+    on_demo_layouts = cfg.eval.layouts == EvalLayouts.demo
+    if on_demo_layouts:
+        episodes = demo_layout_episodes(cfg, envs)
+    else:
+        episodes = plan_episodes(envs, cfg.eval.episodes_per_task, cfg.eval.seed, cfg.eval.videos_per_task,
+                                 demo_seeds(cfg))
     settings = LoopSettings(info.image_height, info.image_width, cfg.eval.replan_every, cfg.demo.fps)
-    console.print(f"evaluating {ref.uri} ({ref.label}): {len(envs)} task(s) x {cfg.eval.episodes_per_task} episodes, "
-                  f"{cfg.eval.num_workers} worker(s), replan every {cfg.eval.replan_every} of {info.action_horizon}")
+    console.print(f"evaluating {ref.uri} ({ref.label}): {len(envs)} task(s) x {cfg.eval.episodes_per_task} episodes "
+                  f"on {cfg.eval.layouts.value} layouts, {cfg.eval.num_workers} worker(s), "
+                  f"replan every {cfg.eval.replan_every} of {info.action_horizon}")
     summary, results = run(cfg, BundlePolicy(loaded), episodes, settings, show_progress)
     previous = eval_tracking.champion_score(ref, cfg.eval.champion_alias)
     meta = {"model": ref.uri, "registered_model": ref.name, "version": ref.version, "run_id": ref.run_id,
             "env": cfg.eval.env.value, "episodes_per_task": cfg.eval.episodes_per_task, "seed": cfg.eval.seed,
-            "replan_every": cfg.eval.replan_every}
-    out_dir = workdir(cfg) / "eval" / ref.label
+            "replan_every": cfg.eval.replan_every, "layouts": cfg.eval.layouts.value}
+    out_dir = workdir(cfg) / "eval" / (f"{ref.label}-demo-layouts" if on_demo_layouts else ref.label)
     path = write_results(out_dir, summary, results, meta)
     print_table(summary)
     if ref.run_id:
-        eval_tracking.log_results(ref, summary, out_dir)
+        eval_tracking.log_results(ref, summary, out_dir, prefix="eval_demo" if on_demo_layouts else "eval")
         console.print(f"logged to MLflow run {ref.run_id}")
-    crowned = eval_tracking.maybe_crown(ref, summary["success_mean"], cfg.eval.champion_alias, previous)
+    crowned = not on_demo_layouts and eval_tracking.maybe_crown(ref, summary["success_mean"],
+                                                                 cfg.eval.champion_alias, previous)
     if crowned:
         console.print(f"{ref.label} is the {cfg.eval.champion_alias} (previous: {previous[0] or 'none'})")
     console.print(f"results: {path}")

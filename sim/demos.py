@@ -127,7 +127,7 @@ def _record_all(demo: DemoConfig, writer: LeRobotV3Writer, show_progress: bool) 
                 attempts += 1
                 if not (episode.success or demo.keep_failed):
                     continue
-                writer.add_episode(episode.instruction, episode.states, episode.actions, episode.images)
+                writer.add_episode(episode.instruction, episode.states, episode.actions, episode.images, episode.seed)
                 kept, episodes, frames = kept + 1, episodes + 1, frames + len(episode.states)
                 progress.advance(bar)
             if kept < demo.episodes_per_task:

@@ -95,6 +95,7 @@ class _Episode:
     task: str
     length: int
     from_index: int
+    layout_seed: int | None = None
     state_stats: dict = field(default_factory=dict)
     action_stats: dict = field(default_factory=dict)
 
@@ -129,8 +130,13 @@ class LeRobotV3Writer:
                                                       ("state", "action", "frame_index", "episode_index", "task_index")}
         self._frames = 0
 
-    def add_episode(self, task: str, states: np.ndarray, actions: np.ndarray, images: dict[str, np.ndarray]) -> None:
-        """One episode: states [T, S], actions [T, A], images {camera: uint8 [T, H, W, 3]}."""
+    def add_episode(self, task: str, states: np.ndarray, actions: np.ndarray, images: dict[str, np.ndarray],
+                    layout_seed: int | None = None) -> None:
+        """One episode: states [T, S], actions [T, A], images {camera: uint8 [T, H, W, 3]}.
+
+        `layout_seed`, when the episode came from a simulator reset with it, goes into the episode metadata so
+        the same layouts can be replayed later (evaluation on the training layouts).
+        """
         length = len(states)
         if length == 0 or len(actions) != length:
             raise ValueError(f"episode needs as many states as actions (>0), got {length} and {len(actions)}")
@@ -140,7 +146,7 @@ class LeRobotV3Writer:
                 raise ValueError(f"camera {cam}: expected uint8 {(length, self.height, self.width, 3)}, got "
                                  f"{images[cam].dtype} {shape}")
         task_index = self._tasks.setdefault(task, len(self._tasks))
-        episode = _Episode(len(self._episodes), task, length, self._frames,
+        episode = _Episode(len(self._episodes), task, length, self._frames, layout_seed,
                            _stats(np.asarray(states)), _stats(np.asarray(actions)))
         for cam in self.cameras:
             self._videos[cam].append(images[cam])
@@ -191,6 +197,8 @@ class LeRobotV3Writer:
             "dataset_from_index": [e.from_index for e in eps],
             "dataset_to_index": [e.from_index + e.length for e in eps],
         }
+        if all(e.layout_seed is not None for e in eps):
+            columns["layout_seed"] = [e.layout_seed for e in eps]
         for cam in self.cameras:
             key = video_key(cam)
             columns[f"videos/{key}/chunk_index"] = [0] * len(eps)

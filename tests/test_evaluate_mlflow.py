@@ -8,9 +8,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from safetensors.torch import save_file
 
 from model.checkpoint import save_checkpoint
@@ -21,7 +24,10 @@ from pipeline.cli import load_config
 from pipeline.config import Config
 from pipeline.evaluate import evaluate_model, main
 from pipeline.presets import demo
-from sim.metaworld_env import instruction_for
+from pipeline.workdir import demo_dataset_dir
+from sim.demos import generate
+from sim.metaworld_env import MetaWorldEnv, instruction_for
+from stages.lerobot import LeRobotDataset
 
 TASK = "reach-v3"
 IMAGE = 32  # per camera: small, so the random VAE and DiT run fast
@@ -109,3 +115,35 @@ def test_unknown_task_is_refused_by_name(workdir, tmp_path):
     cfg, _ = load_config(overrides(workdir, f"eval.model={bundle}", "eval.tasks=[drawer-close-v3]"))
     with pytest.raises(ValueError, match="not trained on .*close the drawer"):
         evaluate_model(cfg, show_progress=False)
+
+
+def test_demo_layouts_replay_the_training_layouts_outside_the_score(workdir, tmp_path):
+    """eval.layouts=demo resets on the demonstrations' layouts, logs under eval_demo/ and never crowns."""
+    cfg, _ = load_config(overrides(workdir, "demo.tasks=[reach-v3]", "demo.cameras=[corner,gripperPOV]",
+                                   "demo.episodes_per_task=2", "demo.max_steps=45", f"demo.width={IMAGE}",
+                                   f"demo.height={IMAGE}", "demo.workers=1"))
+    report = generate(cfg.demo, demo_dataset_dir(cfg), show_progress=False)
+    assert report.attempts > report.episodes, "precondition: a failed attempt, so kept layouts are not attempts 0..n"
+    version = register(cfg, tiny_bundle(tmp_path / "bundle", seed=0))
+
+    main(overrides(workdir, "model=models:/light-wam@latest", "eval.layouts=demo"))
+
+    dataset = LeRobotDataset(demo_dataset_dir(cfg))
+    episodes = pq.read_table(demo_dataset_dir(cfg) / "meta/episodes/chunk-000/file-000.parquet").to_pandas()
+    results = json.loads((workdir / "eval" / f"light-wam-v{version}-demo-layouts" / "results.json").read_text())
+    assert results["layouts"] == "demo"
+    assert [e["seed"] for e in results["per_episode"]] == episodes["layout_seed"].tolist()
+    with MetaWorldEnv(TASK, ["corner"], IMAGE, IMAGE, 5) as env:
+        for episode, seed in zip(dataset.episodes, episodes["layout_seed"]):
+            start = env.reset(int(seed))["state"]
+            assert np.array_equal(start, dataset.frames(episode).state[0]), "the seed resets to the demo's layout"
+    client = MlflowClient()
+    metrics = client.get_run(client.get_model_version("light-wam", version).run_id).data.metrics
+    assert "eval_demo/success_mean" in metrics and "eval/success_mean" not in metrics
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("light-wam", "champion")
+
+    too_many, _ = load_config(overrides(workdir, "eval.model=models:/light-wam@latest", "eval.layouts=demo",
+                                        "eval.episodes_per_task=3"))
+    with pytest.raises(ValueError, match="reach-v3: the demo dataset has 2 layouts"):
+        evaluate_model(too_many, show_progress=False)
