@@ -75,9 +75,11 @@ def demo_layout_episodes(cfg: Config, envs: list[EnvSpec]) -> list[EpisodeSpec]:
     """The first `eval.episodes_per_task` layouts each task's demonstrations were recorded on."""
     import pyarrow.parquet as pq
 
+    from sim.lerobot_writer import EPISODES_PATH
+
     if cfg.eval.env != SimEnv.metaworld:
         raise ValueError("eval.layouts=demo replays generated MetaWorld demos; it has no meaning for LIBERO")
-    path = demo_dataset_dir(cfg) / "meta/episodes/chunk-000/file-000.parquet"
+    path = demo_dataset_dir(cfg) / EPISODES_PATH
     if not path.is_file():
         raise FileNotFoundError(f"eval.layouts=demo needs the demo dataset the policy was trained on: no {path}")
     table = pq.read_table(path)
