@@ -242,7 +242,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="+", help="MetaWorld tasks (demos and evaluation); default: the preset's MT10")
     parser.add_argument("--episodes", type=int, help="evaluation episodes per task (preset: 50)")
     parser.add_argument("--demos", type=int, help="demonstrations per task (preset: 20)")
-    parser.add_argument("--steps", type=int, help="training steps per arm (preset: 5000)")
+    parser.add_argument("--steps", type=int, help="training steps per arm (preset: 12000)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="markdown file to update")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     args, extra = parser.parse_known_args(argv)

@@ -58,6 +58,10 @@ class DemoConfig:
     codec: Codec = Codec.h264
     keep_failed: bool = False
     workers: int = 0  # processes recording episodes at once; 0 = one per CPU (the dataset is the same)
+    # DART: std of Gaussian noise added to the expert's action before it is executed, while the dataset
+    # records the expert's clean action at every state visited; the demos then show how to recover from
+    # the small drifts of a learned policy. 0 = the expert's own trajectories.
+    action_noise: float = 0.0
 
 
 @dataclass

@@ -44,9 +44,14 @@ def episode_seed(base_seed: int, task_index: int, attempt: int) -> int:
     return int(np.random.SeedSequence([base_seed, task_index, attempt]).generate_state(1)[0])
 
 
-def record_episode(env: MetaWorldEnv, seed: int) -> Episode:
-    """Roll out the scripted expert from the layout of `seed` until success or max_steps."""
+def record_episode(env: MetaWorldEnv, seed: int, action_noise: float = 0.0) -> Episode:
+    """Roll out the scripted expert from the layout of `seed` until success or max_steps.
+
+    With `action_noise` > 0 the executed action is the expert's plus seeded Gaussian noise, and the
+    recorded action stays the expert's own at the state reached (DART).
+    """
     obs = env.reset(seed)
+    noise = np.random.default_rng([seed, 1])  # its own stream: the layout alone depends on `seed`
     states, actions, frames = [], [], {cam: [] for cam in env.cameras}
     done, success = False, False
     while not done:
@@ -55,7 +60,9 @@ def record_episode(env: MetaWorldEnv, seed: int) -> Episode:
         actions.append(action)
         for cam in env.cameras:
             frames[cam].append(obs["images"][cam])
-        obs, success, done = env.step(action)
+        executed = action + np.float32(action_noise) * noise.standard_normal(action.shape, np.float32) \
+            if action_noise > 0 else action
+        obs, success, done = env.step(executed)
     return Episode(env.task, env.instruction, seed, success, np.stack(states), np.stack(actions),
                    {cam: np.stack(f) for cam, f in frames.items()})
 
@@ -75,7 +82,7 @@ class _Simulators:
         if self.task != task:
             self.close()
             self.env, self.task = MetaWorldEnv(task, demo.cameras, demo.width, demo.height, demo.max_steps), task
-        return record_episode(self.env, episode_seed(demo.seed, task_index, attempt))
+        return record_episode(self.env, episode_seed(demo.seed, task_index, attempt), demo.action_noise)
 
     def close(self) -> None:
         if self.env is not None:

@@ -53,8 +53,14 @@ def demo_config_hash(demo: DemoConfig) -> str:
 
 
 def _demo_dict(demo: DemoConfig) -> dict:
-    """The fields that shape the dataset (`workers` only changes how fast it is made)."""
-    return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(demo).items() if k != "workers"}
+    """The fields that shape the dataset (`workers` only changes how fast it is made).
+
+    `action_noise` joins only when set, so datasets made before it existed keep their hash.
+    """
+    fields = {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(demo).items() if k != "workers"}
+    if not fields["action_noise"]:
+        del fields["action_noise"]
+    return fields
 
 
 def generate(demo: DemoConfig, out: Path, show_progress: bool = True) -> DemoSummary:
@@ -99,6 +105,8 @@ def _validate(demo: DemoConfig) -> None:
         problems.append(f"demo.cameras {demo.cameras} must be some of: {', '.join(ALL_CAMERAS)}")
     if demo.width < 16 or demo.height < 16 or demo.width % 2 or demo.height % 2:
         problems.append(f"demo.width/height must be even and >= 16 (yuv420p video), got {demo.width}x{demo.height}")
+    if not 0 <= demo.action_noise <= 1:
+        problems.append(f"demo.action_noise must lie in [0, 1] (a std in action units of [-1, 1]), got {demo.action_noise}")
     if demo.workers < 0:
         problems.append(f"demo.workers must be >= 0 (0 = one per CPU), got {demo.workers}")
     if not 1 <= demo.max_steps <= 500 or demo.fps < 1:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import Codec, Config, DemoConfig
-from sim.demos import MARKER, DemoError, ensure_demo_dataset, episode_seed, generate, record_episode
+from sim.demos import MARKER, DemoError, demo_config_hash, ensure_demo_dataset, episode_seed, generate, record_episode
 from sim.metaworld_env import MetaWorldEnv, instruction_for
 from stages.lerobot import LeRobotDataset
 
@@ -135,6 +135,50 @@ def test_same_seed_same_rollout_and_seeds_change_layout():
     assert np.array_equal(a.states, b.states) and np.array_equal(a.actions, b.actions)
     assert np.array_equal(a.images["corner"], b.images["corner"])
     assert not np.array_equal(a.actions, c.actions)
+
+
+class ActionSpy:
+    """The real simulator, passing through, remembering what the expert said and what was executed."""
+
+    def __init__(self, env: MetaWorldEnv) -> None:
+        self.env, self.cameras, self.said, self.executed = env, env.cameras, [], []
+
+    def reset(self, seed: int):
+        self.said, self.executed = [], []
+        return self.env.reset(seed)
+
+    def expert_action(self) -> np.ndarray:
+        self.said.append(self.env.expert_action())
+        return self.said[-1]
+
+    def step(self, action: np.ndarray):
+        self.executed.append(np.clip(action, -1, 1))
+        return self.env.step(action)
+
+    def __getattr__(self, name: str):
+        return getattr(self.env, name)
+
+
+def test_action_noise_executes_noisy_actions_and_records_the_experts_own(tmp_path: Path):
+    with MetaWorldEnv("reach-v3", ["corner"], 32, 32, 150) as env:
+        spy = ActionSpy(env)
+        clean = record_episode(spy, 5)
+        noisy = record_episode(spy, 5, action_noise=0.2)
+        said, executed = np.stack(spy.said), np.stack(spy.executed)
+        again = record_episode(spy, 5, action_noise=0.2)
+    assert noisy.success, "the expert recovers from its own perturbations"
+    assert np.array_equal(noisy.actions, said), "the dataset holds the expert's clean action at each state"
+    deviation = executed - said
+    assert 0.1 < deviation.std() < 0.25 and abs(deviation.mean()) < 0.05  # clipping trims some of the 0.2
+    assert np.array_equal(noisy.states[0], clean.states[0]), "the noise does not change the layout"
+    assert not np.allclose(noisy.states[1:5], clean.states[1:5]), "the noisy rollout visits other states"
+    assert np.array_equal(again.states, noisy.states) and np.array_equal(again.actions, noisy.actions)
+    # a dataset made before the option existed keeps its hash (the value the code gave then; a bump of
+    # sim.demos.FORMAT_VERSION changes it on purpose); a noisy one is a different dataset
+    assert demo_config_hash(TINY) == "62b84d62565bc89a"
+    assert demo_config_hash(TINY) != demo_config_hash(replace(TINY, action_noise=0.2))
+    with pytest.raises(DemoError, match="demo.action_noise"):
+        generate(replace(TINY, action_noise=-0.1), tmp_path / "ds", show_progress=False)
 
 
 def test_only_successful_episodes_are_kept(tmp_path: Path):
