@@ -5,6 +5,12 @@ merged by softmax over zero-init logits, so the merge starts as a plain mean)
 and compressed; the layers are concatenated and fused; a sinusoidal embedding
 of the step index k = 0..H-1 turns the one fused vector into H step vectors; a
 head regresses each step's action (normalized space, no diffusion).
+
+Wan's tokens carry their position only through RoPE inside attention, and the
+query pooling is blind to token order, so the pooled vector says what is in the
+frame more readily than where. `token_positions` (off in the paper's expert) adds
+a learned projection of each token's (row, column) sinusoid before pooling, so a
+small goal marker's place on the grid can reach the actions.
 """
 
 from __future__ import annotations
@@ -69,6 +75,24 @@ def step_sinusoid(horizon: int, dim: int, device: torch.device) -> torch.Tensor:
     return torch.cat([torch.sin(k * freqs), torch.cos(k * freqs)], dim=1)
 
 
+def grid_sinusoid(grid: tuple[int, int, int], dim: int, device: torch.device) -> torch.Tensor:
+    """[F*h*w, dim]: sin/cos of each token's row (first half) and column (second half), flattened as the
+    backbone flattens its patch grid (frame-major); tokens of different frames share their (row, column) code."""
+    f, h, w = grid
+    quarter = dim // 4
+    freqs = torch.exp(-math.log(100.0) * torch.arange(quarter, device=device, dtype=torch.float32) / quarter)
+
+    def axis(n: int) -> torch.Tensor:
+        ang = torch.arange(n, device=device, dtype=torch.float32)[:, None] * freqs
+        return torch.cat([torch.sin(ang), torch.cos(ang)], dim=1)  # [n, 2 * quarter]
+
+    rows = axis(h)[:, None, :].expand(h, w, -1)
+    cols = axis(w)[None, :, :].expand(h, w, -1)
+    code = torch.cat([rows, cols], dim=-1).reshape(h * w, -1)
+    code = torch.nn.functional.pad(code, (0, dim - code.shape[1]))
+    return code.repeat(f, 1)
+
+
 class StateFusionActionExpert(nn.Module):
     """list of L tensors [B, N, D] (adapted states of the fused layers) -> actions [B, H, A]."""
 
@@ -78,6 +102,11 @@ class StateFusionActionExpert(nn.Module):
         self.step_dim = cfg.step_embed_dim
         pool = (lambda: QueryPool(dim, cfg.num_queries, cfg.num_heads)) if cfg.pooling == Pooling.query else (lambda: MeanPool(dim))
         self.pools = nn.ModuleList([pool() for _ in range(num_layers)])
+        # zero-init: a model with token positions starts as the one without
+        self.position_proj = nn.Linear(dim, dim) if cfg.token_positions else None
+        if self.position_proj is not None:
+            nn.init.zeros_(self.position_proj.weight)
+            nn.init.zeros_(self.position_proj.bias)
         self.compressors = nn.ModuleList([mlp(dim, cfg.compress_dim, cfg.compress_dim) for _ in range(num_layers)])
         fused = num_layers * cfg.compress_dim
         self.fuse = nn.Sequential(nn.LayerNorm(fused), nn.Linear(fused, cfg.hidden_dim))
@@ -85,9 +114,17 @@ class StateFusionActionExpert(nn.Module):
         self.step_embed = mlp(cfg.step_embed_dim, cfg.hidden_dim, cfg.hidden_dim)
         self.head = mlp(cfg.hidden_dim, cfg.hidden_dim, action_dim)
 
-    def forward(self, states: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, states: list[torch.Tensor], grid: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """`grid` (frames, rows, columns of the patch grid) is needed with `token_positions`."""
         if len(states) != len(self.pools):
             raise ValueError(f"expert reads {len(self.pools)} layers, got {len(states)}")
+        # 0. Token positions on the patch grid, shared by the layers
+        if self.position_proj is not None:
+            if grid is None or grid[0] * grid[1] * grid[2] != states[0].shape[1]:
+                raise ValueError(f"token_positions needs the patch grid of the {states[0].shape[1]} tokens, got {grid}")
+            code = grid_sinusoid(grid, states[0].shape[-1], states[0].device).to(states[0].dtype)
+            pos = self.position_proj(code)
+            states = [h + pos for h in states]
         # 1. Pool and compress each layer
         z = torch.cat([comp(pool(h)) for h, pool, comp in zip(states, self.pools, self.compressors)], dim=-1)
         # 2. Fuse the layers into one vector

@@ -85,7 +85,7 @@ class LightWAM(nn.Module):
         # 2. Action branch: the clean current frame at full resolution, stop after the last fused block
         if branch in ("both", "action"):
             fused, _ = bb(batch["current_latent"], ctx, None, truncate=True)
-            actions = self.expert(fused)
+            actions = self.expert(fused, self.patch_grid(batch["current_latent"]))
             action_loss = masked_action_loss(actions, batch["actions"], batch["action_mask"], cfg.action_weighted_steps)
             loss = loss + cfg.action_loss_weight * action_loss
             out["action_loss"] = action_loss.detach()
@@ -104,7 +104,12 @@ class LightWAM(nn.Module):
         bb = self.backbone
         ctx = bb.context(batch["text"], batch["proprio"], batch.get("text_mask"))
         fused, _ = bb(latent.to(ctx.dtype), ctx, None, truncate=True)
-        return self.expert(fused)
+        return self.expert(fused, self.patch_grid(latent))
+
+    def patch_grid(self, latent: torch.Tensor) -> tuple[int, int, int]:
+        """(frames, rows, columns) of the backbone's tokens for a latent [B, C, F, H, W]."""
+        p = self.cfg.backbone.patch_size
+        return (latent.shape[2] // p[0], latent.shape[3] // p[1], latent.shape[4] // p[2])
 
     def for_inference(self) -> "LightWAM":
         """Merge LoRA into the weights, drop LoRA modules and unused blocks; frozen, eval. Irreversible."""

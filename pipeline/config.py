@@ -156,6 +156,9 @@ class ExpertConfig:
     hidden_dim: int = 6144
     num_res_blocks: int = 1
     step_embed_dim: int = 256
+    # add each token's patch-grid position before pooling (not in the paper: its pretrained DiT already
+    # knows where things are; a small random one trained from scratch barely does, see model.expert)
+    token_positions: bool = False
 
 
 @dataclass

@@ -172,6 +172,38 @@ def test_mean_pooling_ablation_runs():
     assert model.predict_actions(tiny_batch(cfg)).shape == (2, cfg.action_horizon, cfg.action_dim)
 
 
+@pytest.mark.parametrize("positions", [False, True])
+def test_token_positions_let_the_expert_see_where_tokens_are(positions):
+    """Query pooling is blind to token order; with `token_positions` the same tokens in another place differ."""
+    from model.expert import StateFusionActionExpert
+
+    cfg = tiny_config().expert
+    cfg.token_positions = positions
+    torch.manual_seed(0)
+    expert = StateFusionActionExpert(cfg, dim=32, num_layers=2, horizon=4, action_dim=3).eval()
+    if positions:  # zero-init, so trained weights are needed to see a difference: any nonzero ones will do
+        torch.nn.init.normal_(expert.position_proj.weight, std=0.5)
+    tokens = torch.randn(1, 2 * 4, 32)
+    moved = tokens[:, torch.randperm(8, generator=torch.Generator().manual_seed(1))]
+    grid = (1, 2, 4)
+    with torch.no_grad():
+        a, b = expert([tokens, tokens], grid), expert([moved, moved], grid)
+    assert torch.allclose(a, b, atol=1e-5) is not positions
+    if positions:
+        with pytest.raises(ValueError, match="patch grid"):
+            expert([tokens, tokens], (1, 3, 4))
+
+
+def test_token_positions_model_trains_and_predicts():
+    cfg = tiny_config()
+    cfg.expert.token_positions = True
+    model = build_model(cfg)
+    batch = tiny_batch(cfg)
+    model(batch)["loss"].backward()
+    assert model.expert.position_proj.weight.grad.abs().sum() > 0
+    assert model.predict_actions(batch).shape == (2, cfg.action_horizon, cfg.action_dim)
+
+
 def test_local_pretrained_directory_loads(tmp_path):
     cfg = tiny_config(seed=7)
     saved = load_dit(cfg.backbone)
