@@ -62,6 +62,10 @@ class DemoConfig:
     # records the expert's clean action at every state visited; the demos then show how to recover from
     # the small drifts of a learned policy. 0 = the expert's own trajectories.
     action_noise: float = 0.0
+    # Diagnostic, never the score: append the task's goal position (privileged, x y z) to observation.state
+    # in the demos and in evaluation, to measure what the policy does once the goal needs no reading from
+    # pixels. Set model.proprio_dim to 7 with it. Evaluations of such a policy never crown.
+    goal_in_state: bool = False
 
 
 @dataclass

@@ -55,7 +55,8 @@ def env_specs(cfg: Config, cameras: list[str], policy_tasks: list[str]) -> list[
             raise ValueError(f"no MetaWorld task has the instruction(s) {unknown}; set eval.tasks")
         tasks = [by_instruction[t] for t in policy_tasks]
     steps = ev.max_steps_per_suite.get("metaworld", ev.max_steps)
-    return [EnvSpec("metaworld", "metaworld", t, tuple(cameras), cfg.demo.height, cfg.demo.width, steps) for t in tasks]
+    return [EnvSpec("metaworld", "metaworld", t, tuple(cameras), cfg.demo.height, cfg.demo.width, steps,
+                    goal_in_state=cfg.demo.goal_in_state) for t in tasks]
 
 
 def demo_seeds(cfg: Config):
@@ -194,7 +195,7 @@ def evaluate_model(cfg: Config, show_progress: bool = True) -> dict[str, Any]:
     if ref.run_id:
         eval_tracking.log_results(ref, summary, out_dir, prefix="eval_demo" if on_demo_layouts else "eval")
         console.print(f"logged to MLflow run {ref.run_id}")
-    crowned = not on_demo_layouts and eval_tracking.maybe_crown(ref, summary["success_mean"],
+    crowned = not on_demo_layouts and not cfg.demo.goal_in_state and eval_tracking.maybe_crown(ref, summary["success_mean"],
                                                                  cfg.eval.champion_alias, previous)
     if crowned:
         console.print(f"{ref.label} is the {cfg.eval.champion_alias} (previous: {previous[0] or 'none'})")

@@ -81,7 +81,8 @@ class _Simulators:
         task = demo.tasks[task_index]
         if self.task != task:
             self.close()
-            self.env, self.task = MetaWorldEnv(task, demo.cameras, demo.width, demo.height, demo.max_steps), task
+            self.env, self.task = MetaWorldEnv(task, demo.cameras, demo.width, demo.height, demo.max_steps,
+                                              demo.goal_in_state), task
         return record_episode(self.env, episode_seed(demo.seed, task_index, attempt), demo.action_noise)
 
     def close(self) -> None:

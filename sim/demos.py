@@ -55,11 +55,12 @@ def demo_config_hash(demo: DemoConfig) -> str:
 def _demo_dict(demo: DemoConfig) -> dict:
     """The fields that shape the dataset (`workers` only changes how fast it is made).
 
-    `action_noise` joins only when set, so datasets made before it existed keep their hash.
+    `action_noise` and `goal_in_state` join only when set, so datasets made before it existed keep their hash.
     """
     fields = {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(demo).items() if k != "workers"}
-    if not fields["action_noise"]:
-        del fields["action_noise"]
+    for optional in ("action_noise", "goal_in_state"):
+        if not fields[optional]:
+            del fields[optional]
     return fields
 
 
@@ -68,7 +69,7 @@ def generate(demo: DemoConfig, out: Path, show_progress: bool = True) -> DemoSum
     out = Path(out).expanduser().resolve()
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise DemoError(f"refusing to overwrite {out}: it exists and is not a demo dataset")
-    from sim.metaworld_env import ACTION_NAMES, STATE_NAMES
+    from sim.metaworld_env import ACTION_NAMES, GOAL_NAMES, STATE_NAMES
 
     _validate(demo)
 
@@ -78,7 +79,7 @@ def generate(demo: DemoConfig, out: Path, show_progress: bool = True) -> DemoSum
     tmp.mkdir(parents=True)
     try:
         writer = LeRobotV3Writer(tmp, demo.fps, demo.cameras, demo.width, demo.height, demo.codec,
-                                 robot_type="sawyer", state_names=STATE_NAMES, action_names=ACTION_NAMES)
+                                 robot_type="sawyer", state_names=STATE_NAMES + (GOAL_NAMES if demo.goal_in_state else []), action_names=ACTION_NAMES)
         episodes, frames, attempts = _record_all(demo, writer, show_progress)
         writer.finish()
         (tmp / MARKER).write_text(json.dumps({"hash": demo_config_hash(demo), "demo": _demo_dict(demo)}, indent=2))

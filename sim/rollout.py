@@ -45,6 +45,7 @@ class EnvSpec:
     task_id: int = 0  # LIBERO: index of the task in its suite
     noop_steps: int = 0  # LIBERO: settle the scene before the policy acts
     flip_gripper: bool = False  # LIBERO: dataset and env disagree on the gripper sign
+    goal_in_state: bool = False  # MetaWorld: the privileged goal in the state (DemoConfig.goal_in_state)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,8 @@ def make_env(spec: EnvSpec) -> Simulator:
     if spec.kind == "metaworld":
         from sim.metaworld_env import MetaWorldEnv
 
-        return MetaWorldEnv(spec.task, list(spec.cameras), spec.render_width, spec.render_height, spec.max_steps)
+        return MetaWorldEnv(spec.task, list(spec.cameras), spec.render_width, spec.render_height, spec.max_steps,
+                            spec.goal_in_state)
     if spec.kind == "libero":
         from sim.libero_env import LiberoEnv
 

@@ -129,6 +129,16 @@ def test_state_is_robot_state_only():
         assert all(img.shape == (32, 32, 3) and img.dtype == np.uint8 for img in obs["images"].values())
 
 
+def test_goal_in_state_appends_the_privileged_goal_only_when_asked():
+    """The diagnostic state: robot state, then the goal MetaWorld drew for this layout."""
+    with MetaWorldEnv("reach-v3", CAMERAS, 32, 32, 20, goal_in_state=True) as env:
+        goals = [env.reset(seed)["state"] for seed in (3, 4)]
+        assert all(g.shape == (7,) and g.dtype == np.float32 for g in goals)
+        assert np.allclose(goals[1][4:], env._env._target_pos, atol=1e-6)
+        assert not np.allclose(goals[0][4:], goals[1][4:])
+    assert demo_config_hash(DemoConfig(goal_in_state=True)) != demo_config_hash(DemoConfig())
+
+
 def test_same_seed_same_rollout_and_seeds_change_layout():
     with MetaWorldEnv("push-v3", ["corner"], 32, 32, 30) as env:
         a, b, c = record_episode(env, 7), record_episode(env, 7), record_episode(env, 8)
