@@ -26,6 +26,7 @@ from pipeline.config import Config
 from pipeline.console import console
 from pipeline.policy_bundle import write_bundle
 from pipeline.progress import TrainingProgress
+from pipeline.train_resume import recover_unreadable_snapshot
 from pipeline.train_worker import train_loop_per_worker
 from pipeline.workdir import ray_storage
 from stages.cache_loader import CacheHandle, open_cache
@@ -67,13 +68,15 @@ def _registered_version(run_id: str, model_name: str) -> str | None:
 
 def _trainer(cfg: Config, cache: CacheHandle, name: str, run_id: str, uri: str) -> TorchTrainer:
     tc = cfg.train
+    recovered = recover_unreadable_snapshot(ray_storage(cfg) / name)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     threads = max(1, cpus // tc.num_workers) if not tc.use_gpu else 4
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg, "cache": cache, "cfg_yaml": to_yaml(cfg), "mlflow_run_id": run_id,
                            "tracking_uri": uri,
-                           "threads_per_worker": threads},
+                           "threads_per_worker": threads,
+                           "resume_dir": str(recovered) if recovered else None},
         torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu,
                                      resources_per_worker={"CPU": 1} if not tc.use_gpu else {"CPU": 1, "GPU": 1}),

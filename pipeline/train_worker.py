@@ -75,6 +75,8 @@ def train_loop_per_worker(config: dict) -> None:
     opt = make_optimizer(params, tc)
     step = 0
     restored = ray.train.get_checkpoint()
+    if restored is None and config.get("resume_dir"):  # Ray's own record was unreadable (pipeline.train_resume)
+        restored = ray.train.Checkpoint.from_directory(config["resume_dir"])
     if restored:
         with restored.as_directory() as d:
             load_trainable_state(model, load_file(str(Path(d) / "model.safetensors")))

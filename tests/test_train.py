@@ -7,6 +7,7 @@ DiT, two gloo workers on the loopback cluster.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -169,3 +170,57 @@ def test_killed_worker_is_replaced_and_the_run_resumes(workspace, ray_cluster):
     assert run.data.metrics["step"] == 100
     resumed = metric_history(cfg, run.info.run_id, "resumed_from_step")
     assert resumed and resumed[0] > 0 and resumed[0] % 10 == 0, out  # restarted from a checkpoint, not from scratch
+
+
+def _fake_checkpoint(d: Path, step: int | None, missing: str | None = None) -> Path:
+    d.mkdir(parents=True)
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        if name != missing:
+            (d / name).write_bytes(b"x")
+    if missing != "train_state.json":
+        (d / "train_state.json").write_text(json.dumps({"step": step}) if step is not None else "")
+    return d
+
+
+def test_unreadable_snapshot_is_moved_aside_and_the_newest_complete_checkpoint_chosen(tmp_path):
+    from pipeline.train_resume import SNAPSHOT, recover_unreadable_snapshot
+
+    run = tmp_path / "run"
+    _fake_checkpoint(run / "checkpoint_a", 4)
+    best = _fake_checkpoint(run / "checkpoint_b", 6)
+    _fake_checkpoint(run / "checkpoint_c", 8, missing="optimizer.safetensors")  # cut short while copied
+    _fake_checkpoint(run / "checkpoint_d", None)  # train_state.json empty
+    assert recover_unreadable_snapshot(run) is None  # no snapshot: nothing to recover
+    (run / SNAPSHOT).write_text('{"checkpoints": []}')
+    assert recover_unreadable_snapshot(run) is None  # readable: Ray resumes from it itself
+    (run / SNAPSHOT).write_text("")
+    assert recover_unreadable_snapshot(run) == best
+    assert not (run / SNAPSHOT).exists() and list(run.glob(f"{SNAPSHOT}.unreadable-*"))
+
+
+def test_run_stopped_while_ray_wrote_its_record_continues_from_its_checkpoint(workspace, ray_cluster):
+    """Ray writes its checkpoint record in place; a run stopped mid-write must still continue, not start over."""
+    extra = ["train.steps=60", "train.checkpoint_every=10", "train.plot_every=1000"]
+    cfg = cfg_for(workspace, *extra)
+    args = [*workspace[1], f"train.run_name={cfg.train.run_name}", *extra]
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", *args], env=subprocess_env(ray_cluster),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    storage = Path(cfg.workdir) / "ray_results" / cfg.train.run_name
+    deadline = time.time() + 240
+    while registered_step(storage) is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert registered_step(storage) is not None, "no checkpoint was registered"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out  # stopped, not finished
+    (storage / "checkpoint_manager_snapshot.json").write_text("")  # what a stop during Ray's write leaves
+
+    rerun = subprocess.run([sys.executable, "-m", "pipeline.train", *args], env=subprocess_env(ray_cluster),
+                           capture_output=True, text=True, timeout=400)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "unreadable" in rerun.stdout and list(storage.glob("checkpoint_manager_snapshot.json.unreadable-*"))
+    run = mlflow.search_runs(filter_string=f"tags.`lightwam.run_name` = '{cfg.train.run_name}'",
+                             output_format="list", experiment_ids=[tracking.setup(cfg)])[0]
+    assert run.info.status == "FINISHED" and run.data.metrics["step"] == 60
+    resumed = metric_history(cfg, run.info.run_id, "resumed_from_step")
+    assert resumed and resumed[0] > 0 and resumed[0] % 10 == 0  # from a checkpoint, not from scratch
