@@ -145,9 +145,8 @@ def _train_workers() -> list[psutil.Process]:
     return found
 
 
-def test_killed_worker_is_replaced_and_the_run_resumes(workspace, ray_cluster):
-    # ~70 ms a step: once the first checkpoint (step 10) is registered, ~6 s of training remain for the kill
-    extra = ["train.steps=100", "train.checkpoint_every=10", "train.max_failures=2", "train.plot_every=1000"]
+def train_until_a_checkpoint(workspace, ray_cluster, extra: list[str]):
+    """Start `pipeline.train` in a subprocess and return once Ray Train has registered a checkpoint."""
     cfg = cfg_for(workspace, *extra)
     args = [*workspace[1], f"train.run_name={cfg.train.run_name}", *extra]
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", *args], env=subprocess_env(ray_cluster),
@@ -157,6 +156,13 @@ def test_killed_worker_is_replaced_and_the_run_resumes(workspace, ray_cluster):
     while registered_step(storage) is None and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert registered_step(storage) is not None, "no checkpoint was registered"
+    return cfg, args, proc, storage
+
+
+def test_killed_worker_is_replaced_and_the_run_resumes(workspace, ray_cluster):
+    # ~70 ms a step: once the first checkpoint (step 10) is registered, ~6 s of training remain for the kill
+    extra = ["train.steps=100", "train.checkpoint_every=10", "train.max_failures=2", "train.plot_every=1000"]
+    cfg, args, proc, storage = train_until_a_checkpoint(workspace, ray_cluster, extra)
     workers = _train_workers()
     assert workers, "no Ray Train worker process found"
     for worker in workers:  # both ranks: the group must be rebuilt whichever rank held the step
@@ -201,15 +207,7 @@ def test_unreadable_snapshot_is_moved_aside_and_the_newest_complete_checkpoint_c
 def test_run_stopped_while_ray_wrote_its_record_continues_from_its_checkpoint(workspace, ray_cluster):
     """Ray writes its checkpoint record in place; a run stopped mid-write must still continue, not start over."""
     extra = ["train.steps=60", "train.checkpoint_every=10", "train.plot_every=1000"]
-    cfg = cfg_for(workspace, *extra)
-    args = [*workspace[1], f"train.run_name={cfg.train.run_name}", *extra]
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", *args], env=subprocess_env(ray_cluster),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    storage = Path(cfg.workdir) / "ray_results" / cfg.train.run_name
-    deadline = time.time() + 240
-    while registered_step(storage) is None and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    assert registered_step(storage) is not None, "no checkpoint was registered"
+    cfg, args, proc, storage = train_until_a_checkpoint(workspace, ray_cluster, extra)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out  # stopped, not finished
