@@ -77,7 +77,7 @@ def child(preset: str, path: str, runs: int, warmup: int, threads: int) -> dict:
         t1 = time.perf_counter()
         fused, _ = bb(latent, bb.context(text, proprio), None, truncate=fast)
         t2 = time.perf_counter()
-        actions = model.expert(fused, model.patch_grid(latent))
+        actions = model.expert(fused, model.patch_grid(latent), proprio)
         t3 = time.perf_counter()
         assert actions.shape == (1, cfg.model.action_horizon, cfg.model.action_dim)
         return t1 - t0, t2 - t1, t3 - t2

@@ -11,6 +11,11 @@ query pooling is blind to token order, so the pooled vector says what is in the
 frame more readily than where. `token_positions` (off in the paper's expert) adds
 a learned projection of each token's (row, column) sinusoid before pooling, so a
 small goal marker's place on the grid can reach the actions.
+
+The robot state enters the paper's model only as one context token the image
+tokens cross-attend to, so it reaches the actions through them and weakly.
+`state_input` (off in the paper's expert) adds an MLP of the normalized state to
+the fused vector, a direct path from the state to every step of the chunk.
 """
 
 from __future__ import annotations
@@ -96,7 +101,8 @@ def grid_sinusoid(grid: tuple[int, int, int], dim: int, device: torch.device) ->
 class StateFusionActionExpert(nn.Module):
     """list of L tensors [B, N, D] (adapted states of the fused layers) -> actions [B, H, A]."""
 
-    def __init__(self, cfg: ExpertConfig, dim: int, num_layers: int, horizon: int, action_dim: int) -> None:
+    def __init__(self, cfg: ExpertConfig, dim: int, num_layers: int, horizon: int, action_dim: int,
+                 proprio_dim: int = 0) -> None:
         super().__init__()
         self.horizon = horizon
         self.step_dim = cfg.step_embed_dim
@@ -113,9 +119,20 @@ class StateFusionActionExpert(nn.Module):
         self.res_blocks = nn.Sequential(*[ResidualMLP(cfg.hidden_dim) for _ in range(cfg.num_res_blocks)])
         self.step_embed = mlp(cfg.step_embed_dim, cfg.hidden_dim, cfg.hidden_dim)
         self.head = mlp(cfg.hidden_dim, cfg.hidden_dim, action_dim)
+        # no input LayerNorm (it would erase the state's mean over its few, already normalized features);
+        # zero-init output, built last (the rest keeps its init): a model with it starts as the one without
+        self.state_proj = None
+        if cfg.state_input:
+            if proprio_dim <= 0:
+                raise ValueError("state_input needs the state's width (proprio_dim > 0)")
+            self.state_proj = nn.Sequential(nn.Linear(proprio_dim, cfg.hidden_dim), nn.GELU(), nn.Linear(cfg.hidden_dim, cfg.hidden_dim))
+            nn.init.zeros_(self.state_proj[-1].weight)
+            nn.init.zeros_(self.state_proj[-1].bias)
 
-    def forward(self, states: list[torch.Tensor], grid: tuple[int, int, int] | None = None) -> torch.Tensor:
-        """`grid` (frames, rows, columns of the patch grid) is needed with `token_positions`."""
+    def forward(self, states: list[torch.Tensor], grid: tuple[int, int, int] | None = None,
+                proprio: torch.Tensor | None = None) -> torch.Tensor:
+        """`grid` (frames, rows, columns of the patch grid) is needed with `token_positions`,
+        `proprio` [B, P] (the normalized robot state) with `state_input`."""
         if len(states) != len(self.pools):
             raise ValueError(f"expert reads {len(self.pools)} layers, got {len(states)}")
         # 0. Token positions on the patch grid, shared by the layers
@@ -127,8 +144,13 @@ class StateFusionActionExpert(nn.Module):
             states = [h + pos for h in states]
         # 1. Pool and compress each layer
         z = torch.cat([comp(pool(h)) for h, pool, comp in zip(states, self.pools, self.compressors)], dim=-1)
-        # 2. Fuse the layers into one vector
-        z = self.res_blocks(self.fuse(z))
+        # 2. Fuse the layers into one vector (plus the robot state, with `state_input`)
+        z = self.fuse(z)
+        if self.state_proj is not None:
+            if proprio is None:
+                raise ValueError("state_input needs the robot state (proprio)")
+            z = z + self.state_proj(proprio.to(z.dtype))
+        z = self.res_blocks(z)
         # 3. One vector per step, then the action head
         steps = self.step_embed(step_sinusoid(self.horizon, self.step_dim, z.device).to(z.dtype))
         return self.head(z[:, None, :] + steps[None])

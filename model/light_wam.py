@@ -51,7 +51,8 @@ class LightWAM(nn.Module):
         # inference: build only the blocks the action path runs (up to the last fused one)
         self.backbone = WanBackbone(bb, cfg.proprio_dim, num_layers=max(bb.adapter_layers) + 1 if inference else None)
         dim = bb.num_attention_heads * bb.attention_head_dim
-        self.expert = StateFusionActionExpert(cfg.expert, dim, len(bb.adapter_layers), cfg.action_horizon, cfg.action_dim)
+        self.expert = StateFusionActionExpert(cfg.expert, dim, len(bb.adapter_layers), cfg.action_horizon, cfg.action_dim,
+                                               cfg.proprio_dim)
         self.trainable_names = [n for n, p in self.named_parameters() if p.requires_grad]
         self.inference_only = inference
 
@@ -85,7 +86,7 @@ class LightWAM(nn.Module):
         # 2. Action branch: the clean current frame at full resolution, stop after the last fused block
         if branch in ("both", "action"):
             fused, _ = bb(batch["current_latent"], ctx, None, truncate=True)
-            actions = self.expert(fused, self.patch_grid(batch["current_latent"]))
+            actions = self.expert(fused, self.patch_grid(batch["current_latent"]), batch["proprio"])
             action_loss = masked_action_loss(actions, batch["actions"], batch["action_mask"], cfg.action_weighted_steps)
             loss = loss + cfg.action_loss_weight * action_loss
             out["action_loss"] = action_loss.detach()
@@ -104,7 +105,7 @@ class LightWAM(nn.Module):
         bb = self.backbone
         ctx = bb.context(batch["text"], batch["proprio"], batch.get("text_mask"))
         fused, _ = bb(latent.to(ctx.dtype), ctx, None, truncate=True)
-        return self.expert(fused, self.patch_grid(latent))
+        return self.expert(fused, self.patch_grid(latent), batch["proprio"])
 
     def patch_grid(self, latent: torch.Tensor) -> tuple[int, int, int]:
         """(frames, rows, columns) of the backbone's tokens for a latent [B, C, F, H, W]."""

@@ -163,6 +163,9 @@ class ExpertConfig:
     # add each token's patch-grid position before pooling (not in the paper: its pretrained DiT already
     # knows where things are; a small random one trained from scratch barely does, see model.expert)
     token_positions: bool = False
+    # add a projection of the normalized robot state to the fused vector (not in the paper: there the state
+    # reaches the expert only as one cross-attention context token of the backbone, see model.expert)
+    state_input: bool = False
 
 
 @dataclass

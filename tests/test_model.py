@@ -204,6 +204,48 @@ def test_token_positions_model_trains_and_predicts():
     assert model.predict_actions(batch).shape == (2, cfg.action_horizon, cfg.action_dim)
 
 
+def test_state_input_lets_the_expert_fit_an_action_given_by_the_state():
+    """The wanted action is the state itself; the image tokens say nothing about it. The direct state
+    input fits it in a few steps; the paper's path (one context token) leaves the expert without it."""
+    from model.expert import StateFusionActionExpert
+
+    cfg = tiny_config().expert
+    torch.manual_seed(0)
+    tokens = torch.randn(1, 8, 32).expand(64, -1, -1)  # the same frame for every state
+    state = torch.randn(64, 3)
+    target = state[:, None, :].expand(-1, 4, -1)
+
+    def final_error(with_state: bool) -> float:
+        torch.manual_seed(1)
+        expert = StateFusionActionExpert(dataclasses.replace(cfg, state_input=with_state), 32, 1, 4, 3, proprio_dim=3)
+        opt = torch.optim.Adam(expert.parameters(), lr=1e-3)
+        for _ in range(150):
+            loss = (expert([tokens], None, state) - target).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return loss.item()
+
+    blind, seeing = final_error(False), final_error(True)
+    assert blind > 0.8  # the state's variance: nothing to learn from a fixed frame
+    assert seeing < 0.1 * blind
+    with pytest.raises(ValueError, match="proprio"):
+        StateFusionActionExpert(dataclasses.replace(cfg, state_input=True), 32, 1, 4, 3)([tokens], None)
+
+
+def test_state_input_model_starts_as_the_model_without_it_and_trains():
+    cfg = tiny_config()
+    batch = tiny_batch(cfg)
+    torch.manual_seed(0)
+    without = build_model(cfg)
+    cfg.expert.state_input = True
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    torch.testing.assert_close(model.predict_actions(batch), without.predict_actions(batch))
+    model(batch)["loss"].backward()
+    assert model.expert.state_proj[-1].weight.grad.abs().sum() > 0
+
+
 def test_local_pretrained_directory_loads(tmp_path):
     cfg = tiny_config(seed=7)
     saved = load_dit(cfg.backbone)
