@@ -55,7 +55,7 @@ def demo_config_hash(demo: DemoConfig) -> str:
 def _demo_dict(demo: DemoConfig) -> dict:
     """The fields that shape the dataset (`workers` only changes how fast it is made).
 
-    `action_noise` and `goal_in_state` join only when set, so datasets made before it existed keep their hash.
+    `action_noise` and `goal_in_state` join only when set, so datasets made before they existed keep their hash.
     """
     fields = {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(demo).items() if k != "workers"}
     for optional in ("action_noise", "goal_in_state"):
@@ -77,9 +77,10 @@ def generate(demo: DemoConfig, out: Path, show_progress: bool = True) -> DemoSum
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    state_names = STATE_NAMES + (GOAL_NAMES if demo.goal_in_state else [])
     try:
         writer = LeRobotV3Writer(tmp, demo.fps, demo.cameras, demo.width, demo.height, demo.codec,
-                                 robot_type="sawyer", state_names=STATE_NAMES + (GOAL_NAMES if demo.goal_in_state else []), action_names=ACTION_NAMES)
+                                 robot_type="sawyer", state_names=state_names, action_names=ACTION_NAMES)
         episodes, frames, attempts = _record_all(demo, writer, show_progress)
         writer.finish()
         (tmp / MARKER).write_text(json.dumps({"hash": demo_config_hash(demo), "demo": _demo_dict(demo)}, indent=2))
