@@ -17,7 +17,13 @@ normalized action space ([-1, 1] per dimension, the space the loss is computed i
 `share` = 1 - model / blind: the part of the expert's layout-dependent behaviour
 the model reproduces (1 = all of it, 0 = no better than ignoring the images).
 
-    .venv/bin/python benchmarks/action_error.py preset=bench model=models:/light-wam/1 [model=... ...] [key=value ...]
+`state_only=true` adds a table for a second yardstick (benchmarks/state_baseline.py):
+an MLP from the robot state and the instruction alone, fitted on the same samples
+for `train.steps` steps of the global batch. What a model does better than it, the
+model read from the images.
+
+    .venv/bin/python benchmarks/action_error.py preset=bench model=models:/light-wam/1 [model=... ...] \
+        [state_only=true] [key=value ...]
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from pipeline import eval_tracking, tracking  # noqa: E402
 from pipeline.cli import parse_or_exit  # noqa: E402
 from pipeline.policy_bundle import load_policy  # noqa: E402
 from stages.cache_loader import CacheDataset, open_cache, read_shard  # noqa: E402
+
+from benchmarks.state_baseline import fit_state_only  # noqa: E402
 
 
 @dataclass
@@ -134,9 +142,11 @@ def _cell(e: TaskErrors, group: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     models = [a.split("=", 1)[1] for a in args if a.startswith("model=")]
-    if not models:
-        raise SystemExit("usage: action_error.py preset=bench model=models:/light-wam/N [model=...] [key=value ...]")
-    cfg = parse_or_exit([a for a in args if not a.startswith("model=")])
+    state_only = "state_only=true" in args
+    if not models and not state_only:
+        raise SystemExit("usage: action_error.py preset=bench model=models:/light-wam/N [model=...] [state_only=true] "
+                         "[key=value ...]")
+    cfg = parse_or_exit([a for a in args if not a.startswith(("model=", "state_only="))])
     executed = cfg.eval.replan_every
     tracking.setup(cfg)
     t0 = time.perf_counter()
@@ -155,6 +165,15 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         errs = errors_of(loaded.policy.model, by_task, blind, executed)
         print(f"\n{table(f'{uri} ({ref.label}), {time.perf_counter() - t0:.0f} s', errs, executed)}")
+    if state_only:
+        tr = cfg.train
+        batch = tr.batch_size * tr.num_workers * tr.grad_accum
+        t0 = time.perf_counter()
+        policy = fit_state_only([s for v in by_task.values() for s in v], tr.steps, batch, tr.lr,
+                                cfg.model.action_weighted_steps, tr.seed)
+        errs = errors_of(policy, by_task, blind, executed)
+        label = f"state only (no image): MLP on state + instruction, {tr.steps} steps x {batch}, {time.perf_counter() - t0:.0f} s"
+        print(f"\n{table(label, errs, executed)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,43 @@
+"""benchmarks/state_baseline.py: the no-image yardstick fits what the state and instruction determine, and no more."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "state_baseline.py"
+_spec = importlib.util.spec_from_file_location("benchmark_state_baseline", _PATH)
+baseline = sys.modules["benchmark_state_baseline"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(baseline)
+
+
+def samples(n: int, seed: int) -> list[dict]:
+    """Two instructions; the chunk is +state for the first and -state for the second, plus a hidden layout term."""
+    texts = [torch.randn(6, 8, generator=torch.Generator().manual_seed(99 + t)) for t in range(2)]
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        task = i % 2
+        state = torch.rand(3, generator=gen) * 2 - 1
+        hidden = torch.rand(3, generator=gen) * 2 - 1  # what only an image would show
+        chunk = ((1 if task == 0 else -1) * state * 0.8 + 0.2 * hidden).expand(4, 3)
+        mask = torch.tensor([True, True, True, i % 3 != 0])  # some chunks end early
+        out.append({"proprio": state, "actions": chunk.clone(), "action_mask": mask, "frame": i,
+                    "text": texts[task], "text_mask": torch.tensor([True] * (3 + task) + [False] * (3 - task))})
+    return out
+
+
+def test_fits_the_state_and_instruction_part_only():
+    train = samples(400, seed=0)
+    policy = baseline.fit_state_only(train, steps=1500, batch_size=32, lr=3e-3)
+    assert len(policy.task_codes) == 2
+    test = samples(200, seed=1)
+    batch = {k: torch.stack([s[k] for s in test]) for k in ("proprio", "text", "text_mask")}
+    pred = policy.predict_actions(batch)
+    target = torch.stack([s["actions"] for s in test])
+    known = torch.stack([((1 if i % 2 == 0 else -1) * s["proprio"] * 0.8).expand(4, 3) for i, s in enumerate(test)])
+    err = (pred - target).pow(2).mean()
+    hidden_part = (known - target).pow(2).mean()  # what no policy blind to the images can remove
+    assert err < 1.3 * hidden_part
+    assert err < 0.1 * target.pow(2).mean()
