@@ -29,8 +29,8 @@ def samples(n: int, seed: int) -> list[dict]:
 
 
 def test_fits_the_state_and_instruction_part_only():
-    train = samples(400, seed=0)
-    policy = baseline.fit_state_only(train, steps=1500, batch_size=32, lr=3e-3)
+    train = samples(2000, seed=0)
+    policy = baseline.fit_state_only(train, steps=3000, batch_size=32, lr=3e-3)
     assert len(policy.task_codes) == 2
     test = samples(200, seed=1)
     batch = {k: torch.stack([s[k] for s in test]) for k in ("proprio", "text", "text_mask")}
