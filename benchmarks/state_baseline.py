@@ -8,12 +8,26 @@ instruction) to the normalized chunk on the same samples, with the same number o
 steps and samples per step as the model's training, so a model's error can be read
 against a policy that never looks at the cameras. Whatever the model does better
 than this, it read from the images.
+
+Run as a script, it fits the MLP on the cache `preset=...` names and rolls it out
+on the same held-out layouts `pipeline.evaluate` uses, so its success rate stands
+beside a trained policy's (its own table; nothing is registered or crowned):
+
+    MUJOCO_GL=egl .venv/bin/python benchmarks/state_baseline.py preset=bench [key=value ...]
 """
 
 from __future__ import annotations
 
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _text_code(text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
@@ -70,3 +84,67 @@ def fit_state_only(samples: list[dict], steps: int, batch_size: int, lr: float =
         loss.backward()
         opt.step()
     return policy.eval()
+
+
+class StateOnlyChunkPolicy:
+    """The fitted MLP as an evaluation-loop policy (`sim.policies.ChunkPolicy`): raw state in, raw chunk out."""
+
+    needs_expert = False
+
+    def __init__(self, policy: StateOnlyPolicy, stats: dict, text: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        from model.policy import MinMax
+
+        self.policy = policy
+        self.state_norm, self.action_norm = MinMax.from_stats(stats["proprio"]), MinMax.from_stats(stats["actions"])
+        self.codes = {task: _text_code(torch.from_numpy(e)[None], torch.from_numpy(m)[None])[0] for task, (e, m) in text.items()}
+
+    def act_batch(self, requests) -> list[np.ndarray]:
+        unknown = sorted({r.instruction for r in requests} - set(self.codes))
+        if unknown:
+            raise KeyError(f"task(s) {unknown} were not in the training data; known: {sorted(self.codes)}")
+        state = self.state_norm.normalize(torch.from_numpy(np.stack([r.state for r in requests])).float())
+        onehot = self.policy.task_onehot(torch.stack([self.codes[r.instruction] for r in requests]))
+        with torch.inference_mode():
+            chunks = self.action_norm.denormalize(self.policy(state, onehot))
+        return list(chunks.numpy())
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
+    from pipeline import evaluate as ev
+    from pipeline.cli import parse_or_exit
+    from pipeline.console import console
+    from pipeline.workdir import workdir
+    from sim.evaluation import plan_episodes
+    from sim.observation import camera_name
+    from sim.rollout import LoopSettings
+    from stages.cache_loader import CacheDataset, open_cache, read_shard
+
+    cfg = parse_or_exit(list(sys.argv[1:] if argv is None else argv))
+    tr = cfg.train
+    batch = tr.batch_size * tr.num_workers * tr.grad_accum
+    handle = open_cache(cfg)
+    ds = CacheDataset(handle)
+    samples = [ds.to_tensors(raw) for path in handle.shard_paths for raw in read_shard(path)]
+    t0 = time.perf_counter()
+    policy = fit_state_only(samples, tr.steps, batch, tr.lr, cfg.model.action_weighted_steps, tr.seed)
+    fit_s = time.perf_counter() - t0
+    text = {task: handle.text[key] for task, key in handle.manifest["text_keys"].items()}
+    cameras = [camera_name(c) for c in handle.manifest["identity"]["data.cameras"]]
+    envs = ev.env_specs(cfg, cameras, sorted(text))
+    episodes = plan_episodes(envs, cfg.eval.episodes_per_task, cfg.eval.seed, 0, ev.demo_seeds(cfg))
+    settings = LoopSettings(cfg.cache.image_height, cfg.cache.image_width, cfg.eval.replan_every, cfg.demo.fps)
+    console.print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    console.print(f"state-only MLP (no image) on cache {handle.fingerprint[:12]}: {len(samples)} samples, "
+                  f"{tr.steps} steps x {batch}, fitted in {fit_s:.0f} s; {len(envs)} task(s) x "
+                  f"{cfg.eval.episodes_per_task} held-out episodes (seed {cfg.eval.seed}), replan every {cfg.eval.replan_every}")
+    summary, results = ev.run(cfg, StateOnlyChunkPolicy(policy, handle.stats, text), episodes, settings)
+    meta = {"model": "state-only MLP", "cache": handle.fingerprint, "steps": tr.steps, "batch": batch,
+            "episodes_per_task": cfg.eval.episodes_per_task, "seed": cfg.eval.seed, "replan_every": cfg.eval.replan_every}
+    path = ev.write_results(workdir(cfg) / "eval" / f"state-only-{handle.fingerprint[:12]}-{tr.steps}", summary, results, meta)
+    ev.print_table(summary)
+    console.print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

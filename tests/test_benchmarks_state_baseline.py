@@ -4,6 +4,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "state_baseline.py"
@@ -41,3 +43,22 @@ def test_fits_the_state_and_instruction_part_only():
     hidden_part = (known - target).pow(2).mean()  # what no policy blind to the images can remove
     assert err < 1.3 * hidden_part
     assert err < 0.1 * target.pow(2).mean()
+
+
+def test_closed_loop_wrapper_takes_raw_state_and_returns_raw_actions():
+    from sim.rollout import Request
+
+    train = samples(200, seed=0)
+    policy = baseline.fit_state_only(train, steps=200, batch_size=32, lr=3e-3)
+    stats = {"proprio": {"min": [0.0] * 3, "max": [2.0] * 3}, "actions": {"min": [-4.0] * 3, "max": [4.0] * 3}}
+    text = {name: (train[t]["text"].numpy(), train[t]["text_mask"].numpy()) for t, name in enumerate(["a", "b"])}
+    loop_policy = baseline.StateOnlyChunkPolicy(policy, stats, text)
+    raw_state = np.array([1.5, 0.5, 1.0], dtype=np.float32)  # normalized: [0.5, -0.5, 0]
+    image = np.zeros((8, 16, 3), np.uint8)
+    chunks = loop_policy.act_batch([Request(image, raw_state, "a"), Request(image, raw_state, "b")])
+    normalized = policy.predict_actions({"proprio": torch.tensor([[0.5, -0.5, 0.0]] * 2),
+                                         "text": torch.stack([train[0]["text"], train[1]["text"]]),
+                                         "text_mask": torch.stack([train[0]["text_mask"], train[1]["text_mask"]])})
+    np.testing.assert_allclose(np.stack(chunks), 4 * normalized.numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(KeyError, match="not in the training data"):
+        loop_policy.act_batch([Request(image, raw_state, "c")])
