@@ -20,7 +20,9 @@ the model reproduces (1 = all of it, 0 = no better than ignoring the images).
 `state_only=true` adds a table for a second yardstick (benchmarks/state_baseline.py):
 an MLP from the robot state and the instruction alone, fitted on the same samples
 for `train.steps` steps of the global batch. What a model does better than it, the
-model read from the images.
+model read from the images. Read frame 0 against it, not against blind: every
+episode starts in the same robot state, so its frame-0 chunk is the task's mean
+first chunk, and only the gap to that is the layout read from the images.
 
     .venv/bin/python benchmarks/action_error.py preset=bench model=models:/light-wam/1 [model=... ...] \
         [state_only=true] [key=value ...]
