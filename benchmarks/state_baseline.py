@@ -72,8 +72,9 @@ def fit_state_only(samples: list[dict], steps: int, batch_size: int, lr: float =
     codes = torch.stack([_text_code(s["text"][None], s["text_mask"][None])[0] for s in samples]).float()
     task_codes = torch.unique(codes, dim=0)
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    policy = StateOnlyPolicy(task_codes, proprio.shape[1], actions.shape[1], actions.shape[2])
+    with torch.random.fork_rng():  # a seeded init that leaves the caller's random state alone
+        torch.manual_seed(seed)
+        policy = StateOnlyPolicy(task_codes, proprio.shape[1], actions.shape[1], actions.shape[2])
     onehot = policy.task_onehot(codes)
     opt = torch.optim.AdamW(policy.parameters(), lr=lr)
     for _ in range(steps):
@@ -99,9 +100,9 @@ class StateOnlyChunkPolicy:
         self.codes = {task: _text_code(torch.from_numpy(e)[None], torch.from_numpy(m)[None])[0] for task, (e, m) in text.items()}
 
     def act_batch(self, requests) -> list[np.ndarray]:
-        unknown = sorted({r.instruction for r in requests} - set(self.codes))
-        if unknown:
-            raise KeyError(f"task(s) {unknown} were not in the training data; known: {sorted(self.codes)}")
+        from sim.policies import require_known
+
+        require_known([r.instruction for r in requests], self.codes)
         state = self.state_norm.normalize(torch.from_numpy(np.stack([r.state for r in requests])).float())
         onehot = self.policy.task_onehot(torch.stack([self.codes[r.instruction] for r in requests]))
         with torch.inference_mode():
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
     from pipeline import evaluate as ev
     from pipeline.cli import parse_or_exit
+    from pipeline.config import EvalLayouts
     from pipeline.console import console
     from pipeline.workdir import workdir
     from sim.evaluation import plan_episodes
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     from stages.cache_loader import CacheDataset, open_cache, read_shard
 
     cfg = parse_or_exit(list(sys.argv[1:] if argv is None else argv))
+    if cfg.eval.layouts != EvalLayouts.heldout:
+        raise SystemExit("state_baseline.py rolls out on held-out layouts only (eval.layouts=heldout)")
     tr = cfg.train
     batch = tr.batch_size * tr.num_workers * tr.grad_accum
     handle = open_cache(cfg)

@@ -64,15 +64,20 @@ class BundlePolicy:
         return list(chunks.numpy())
 
 
+def require_known(tasks: list[str], known) -> None:
+    """A policy only knows the instructions it was trained on: name the others."""
+    unknown = sorted(set(tasks) - set(known))
+    if unknown:
+        raise KeyError(f"task(s) {unknown} were not in the training data; known: {sorted(known)}")
+
+
 @torch.inference_mode()
 def act_batch(loaded, pixels: torch.Tensor, states: torch.Tensor, tasks: list[str]) -> torch.Tensor:
     """pixels [B, 3, H, W] in [-1, 1], raw states [B, P], task texts -> raw action chunks [B, H, A].
 
     The batched twin of `LightWAMPolicy.act`: same normalization, one forward pass for B observations.
     """
-    unknown = sorted({t for t in tasks if t not in loaded.text})
-    if unknown:
-        raise KeyError(f"task(s) {unknown} were not in the training data; known: {sorted(loaded.text)}")
+    require_known(tasks, loaded.text)
     policy = loaded.policy
     texts = [loaded.text[t] for t in tasks]
     length = max(e.shape[0] for e, _ in texts)
