@@ -30,7 +30,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _text_code(text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+def text_code(text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
     """[B, L, D], [B, L] -> [B, D]: the mean over real tokens, a fingerprint of the instruction."""
     m = text_mask.to(text.dtype)[..., None]
     return (text * m).sum(1) / m.sum(1).clamp(min=1.0)
@@ -58,7 +58,7 @@ class StateOnlyPolicy(nn.Module):
     @torch.inference_mode()
     def predict_actions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The same entry point as LightWAM's, on the keys it needs."""
-        return self(batch["proprio"], self.task_onehot(_text_code(batch["text"], batch["text_mask"])))
+        return self(batch["proprio"], self.task_onehot(text_code(batch["text"], batch["text_mask"])))
 
 
 def fit_state_only(samples: list[dict], steps: int, batch_size: int, lr: float = 3e-4,
@@ -69,7 +69,7 @@ def fit_state_only(samples: list[dict], steps: int, batch_size: int, lr: float =
     mask = torch.stack([s["action_mask"] for s in samples]).float()
     if weighted_steps > 0:
         mask = mask * (torch.arange(mask.shape[1]) < weighted_steps)
-    codes = torch.stack([_text_code(s["text"][None], s["text_mask"][None])[0] for s in samples]).float()
+    codes = torch.stack([text_code(s["text"][None], s["text_mask"][None])[0] for s in samples]).float()
     task_codes = torch.unique(codes, dim=0)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():  # a seeded init that leaves the caller's random state alone
@@ -97,7 +97,7 @@ class StateOnlyChunkPolicy:
 
         self.policy = policy
         self.state_norm, self.action_norm = MinMax.from_stats(stats["proprio"]), MinMax.from_stats(stats["actions"])
-        self.codes = {task: _text_code(torch.from_numpy(e)[None], torch.from_numpy(m)[None])[0] for task, (e, m) in text.items()}
+        self.codes = {task: text_code(torch.from_numpy(e)[None], torch.from_numpy(m)[None])[0] for task, (e, m) in text.items()}
 
     def act_batch(self, requests) -> list[np.ndarray]:
         from sim.policies import require_known

@@ -1,0 +1,222 @@
+"""A yardstick that does look at the cameras: a small conv policy trained end to end on the frames.
+
+benchmarks/state_baseline.py showed that a policy that never looks at the cameras
+scores what Light-WAM scores on MT10 (41.8% against 42.8-44.2%). This asks the
+other half of the question: how much a plain image policy gains from the same
+20 demonstrations per task, when it reads the current frame itself instead of
+through the Wan VAE and the video backbone. It is the usual visuomotor recipe:
+a few conv layers, a spatial softmax that turns each feature map into the (x, y)
+of its peak (a position-reading bottleneck, Levine et al. 2016), random shifts of
+a few pixels as augmentation, then the state-only MLP's head on (keypoints,
+normalized state, one-hot instruction).
+
+The frames are the current frames of the cached samples, decoded from the demo
+dataset and resized exactly as the cache prepared them; evaluation feeds the
+frames the simulator renders, joined as the cache joins them. Same steps, samples
+per step and learning rate as the model's training. Run as a script, it fits the
+policy and rolls it out on the held-out layouts `pipeline.evaluate` uses:
+
+    MUJOCO_GL=egl .venv/bin/python benchmarks/image_baseline.py preset=bench [--shift 4] [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from benchmarks.state_baseline import StateOnlyPolicy, text_code  # noqa: E402
+
+
+class SpatialSoftmax(nn.Module):
+    """[B, C, H, W] -> [B, 2C]: per channel, the softmax-weighted mean (x, y) over the map, in [-1, 1]."""
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = maps.shape
+        weights = maps.flatten(2).softmax(-1).view(b, c, h, w)
+        ys = torch.linspace(-1.0, 1.0, h, device=maps.device, dtype=maps.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=maps.device, dtype=maps.dtype)
+        x = (weights.sum(2) * xs).sum(-1)
+        y = (weights.sum(3) * ys).sum(-1)
+        return torch.cat([x, y], dim=1)
+
+
+class ImagePolicy(StateOnlyPolicy):
+    """(pixels [B, 3, H, W] in [-1, 1], proprio [B, P], instruction) -> chunk [B, H, A]."""
+
+    def __init__(self, task_codes: torch.Tensor, proprio_dim: int, horizon: int, action_dim: int,
+                 channels: int = 32, hidden: int = 256) -> None:
+        super().__init__(task_codes, proprio_dim + 2 * channels, horizon, action_dim, hidden)
+        half = channels // 2
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3, half, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(half, channels, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+        self.keypoints = SpatialSoftmax()
+
+    def forward(self, pixels: torch.Tensor, proprio: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        points = self.keypoints(self.encoder(pixels.float()))
+        return super().forward(torch.cat([points, proprio.float()], 1), onehot)
+
+    @torch.inference_mode()
+    def predict_actions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        onehot = self.task_onehot(text_code(batch["text"], batch["text_mask"]))
+        return self(batch["current_pixels"], batch["proprio"], onehot)
+
+
+def random_shift(pixels: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Each image moved by up to `pad` pixels in x and y (edges repeated): the layouts seen stretch a little."""
+    if pad <= 0:
+        return pixels
+    b, _, h, w = pixels.shape
+    padded = nn.functional.pad(pixels, (pad, pad, pad, pad), mode="replicate")
+    dx, dy = torch.randint(0, 2 * pad + 1, (2, b), generator=gen).tolist()
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+
+
+def to_unit(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> float32 [B, 3, H, W] in [-1, 1] (as `sim.observation.to_pixels`)."""
+    return frames.float().div(127.5).sub(1.0).movedim(-1, 1)
+
+
+def fit_image_policy(samples: list[dict], frames: torch.Tensor, steps: int, batch_size: int, lr: float = 3e-4,
+                     weighted_steps: int = 0, seed: int = 0, shift: int = 4, channels: int = 32,
+                     log_every: int = 0) -> ImagePolicy:
+    """AdamW on the masked chunk MSE; `frames` uint8 [N, H, W, 3] is each sample's current frame."""
+    if len(frames) != len(samples):
+        raise ValueError(f"{len(samples)} samples but {len(frames)} frames")
+    proprio = torch.stack([s["proprio"] for s in samples]).float()
+    actions = torch.stack([s["actions"] for s in samples]).float()
+    mask = torch.stack([s["action_mask"] for s in samples]).float()
+    if weighted_steps > 0:
+        mask = mask * (torch.arange(mask.shape[1]) < weighted_steps)
+    codes = torch.stack([text_code(s["text"][None], s["text_mask"][None])[0] for s in samples]).float()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():  # a seeded init that leaves the caller's random state alone
+        torch.manual_seed(seed)
+        policy = ImagePolicy(torch.unique(codes, dim=0), proprio.shape[1], actions.shape[1], actions.shape[2],
+                             channels)
+    onehot = policy.task_onehot(codes)
+    opt = torch.optim.AdamW(policy.parameters(), lr=lr)
+    start = time.perf_counter()
+    for step in range(steps):
+        idx = torch.randint(0, len(samples), (batch_size,), generator=gen)
+        pixels = random_shift(to_unit(frames[idx]), shift, gen)
+        sq = (policy(pixels, proprio[idx], onehot[idx]) - actions[idx]).pow(2).mean(-1)
+        loss = (sq * mask[idx]).sum() / mask[idx].sum().clamp(min=1.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if log_every and (step + 1) % log_every == 0:
+            print(f"  step {step + 1}/{steps}: loss {loss.item():.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
+    return policy.eval()
+
+
+def sample_frames(cfg, handle, samples: list[dict]) -> torch.Tensor:
+    """uint8 [N, H, W * ncam, 3]: each sample's current frame, decoded and joined as the cache did."""
+    from stages.decode import resize
+    from stages.lerobot import LeRobotDataset
+    from stages.cache_loader import dataset_path
+
+    cameras = list(handle.manifest["identity"]["data.cameras"])
+    dataset = LeRobotDataset(dataset_path(cfg), cameras=cameras)
+    by_index = {e.index: e for e in dataset.episodes}
+    wanted: dict[int, list[int]] = {}
+    for i, s in enumerate(samples):
+        wanted.setdefault(int(s["episode"]), []).append(i)
+    h, w = cfg.cache.image_height, cfg.cache.image_width
+    out = torch.zeros(len(samples), h, w * len(cameras), 3, dtype=torch.uint8)
+    for episode, rows in wanted.items():
+        index = np.array([int(samples[i]["frame"]) for i in rows])
+        views = [resize(dataset.read_images(by_index[episode], camera, index), h, w) for camera in cameras]
+        out[rows] = torch.from_numpy(np.concatenate(views, axis=2))
+    return out
+
+
+class ImageChunkPolicy:
+    """The fitted conv policy as an evaluation-loop policy (`sim.policies.ChunkPolicy`)."""
+
+    needs_expert = False
+
+    def __init__(self, policy: ImagePolicy, stats: dict, text: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        from model.policy import MinMax
+
+        self.policy = policy
+        self.state_norm, self.action_norm = MinMax.from_stats(stats["proprio"]), MinMax.from_stats(stats["actions"])
+        self.codes = {task: text_code(torch.from_numpy(e)[None], torch.from_numpy(m)[None])[0] for task, (e, m) in text.items()}
+
+    def act_batch(self, requests) -> list[np.ndarray]:
+        from sim.policies import require_known
+
+        require_known([r.instruction for r in requests], self.codes)
+        pixels = to_unit(torch.from_numpy(np.stack([r.image for r in requests])))
+        state = self.state_norm.normalize(torch.from_numpy(np.stack([r.state for r in requests])).float())
+        onehot = self.policy.task_onehot(torch.stack([self.codes[r.instruction] for r in requests]))
+        with torch.inference_mode():
+            chunks = self.action_norm.denormalize(self.policy(pixels, state, onehot))
+        return list(chunks.numpy())
+
+
+def main(argv: list[str] | None = None) -> None:
+    from pipeline import evaluate as ev
+    from pipeline.cli import parse_or_exit
+    from pipeline.config import EvalLayouts
+    from pipeline.console import console
+    from pipeline.workdir import workdir
+    from sim.evaluation import plan_episodes
+    from sim.observation import camera_name
+    from sim.rollout import LoopSettings
+    from stages.cache_loader import CacheDataset, open_cache, read_shard
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shift", type=int, default=4, help="random shift augmentation, pixels (0 = none)")
+    parser.add_argument("--channels", type=int, default=32, help="conv channels = spatial-softmax keypoints")
+    args, overrides = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    cfg = parse_or_exit(overrides)
+    if cfg.eval.layouts != EvalLayouts.heldout:
+        raise SystemExit("image_baseline.py rolls out on held-out layouts only (eval.layouts=heldout)")
+    tr = cfg.train
+    batch = tr.batch_size * tr.num_workers * tr.grad_accum
+    handle = open_cache(cfg)
+    ds = CacheDataset(handle)
+    samples = [ds.to_tensors(raw) for path in handle.shard_paths for raw in read_shard(path)]
+    console.print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    t0 = time.perf_counter()
+    frames = sample_frames(cfg, handle, samples)
+    console.print(f"decoded {len(frames)} current frames {tuple(frames.shape[1:])} in {time.perf_counter() - t0:.0f} s")
+    t0 = time.perf_counter()
+    policy = fit_image_policy(samples, frames, tr.steps, batch, tr.lr, cfg.model.action_weighted_steps, tr.seed,
+                              args.shift, args.channels, log_every=max(tr.steps // 10, 1))
+    fit_s = time.perf_counter() - t0
+    text = {task: handle.text[key] for task, key in handle.manifest["text_keys"].items()}
+    cameras = [camera_name(c) for c in handle.manifest["identity"]["data.cameras"]]
+    envs = ev.env_specs(cfg, cameras, sorted(text))
+    episodes = plan_episodes(envs, cfg.eval.episodes_per_task, cfg.eval.seed, 0, ev.demo_seeds(cfg))
+    settings = LoopSettings(cfg.cache.image_height, cfg.cache.image_width, cfg.eval.replan_every, cfg.demo.fps)
+    console.print(f"conv + spatial-softmax policy ({args.channels} keypoints, shift {args.shift}) on cache "
+                  f"{handle.fingerprint[:12]}: {len(samples)} samples, {tr.steps} steps x {batch}, fitted in "
+                  f"{fit_s:.0f} s; {len(envs)} task(s) x {cfg.eval.episodes_per_task} held-out episodes "
+                  f"(seed {cfg.eval.seed}), replan every {cfg.eval.replan_every}")
+    summary, results = ev.run(cfg, ImageChunkPolicy(policy, handle.stats, text), episodes, settings)
+    meta = {"model": "conv + spatial softmax", "cache": handle.fingerprint, "steps": tr.steps, "batch": batch,
+            "shift": args.shift, "channels": args.channels, "fit_s": round(fit_s, 1),
+            "episodes_per_task": cfg.eval.episodes_per_task, "seed": cfg.eval.seed, "replan_every": cfg.eval.replan_every}
+    name = f"image-{handle.fingerprint[:12]}-{tr.steps}-shift{args.shift}"
+    path = ev.write_results(workdir(cfg) / "eval" / name, summary, results, meta)
+    ev.print_table(summary)
+    console.print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
