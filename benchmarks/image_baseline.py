@@ -5,10 +5,9 @@ scores what Light-WAM scores on MT10 (41.8% against 42.8-44.2%). This asks the
 other half of the question: how much a plain image policy gains from the same
 20 demonstrations per task, when it reads the current frame itself instead of
 through the Wan VAE and the video backbone. It is the usual visuomotor recipe:
-a few conv layers, a spatial softmax that turns each feature map into the (x, y)
-of its peak (a position-reading bottleneck, Levine et al. 2016), random shifts of
-a few pixels as augmentation, then the state-only MLP's head on (keypoints,
-normalized state, one-hot instruction).
+a few conv layers and a spatial softmax (`model.pixel_keypoints`, the encoder of
+`model.expert.pixel_input`), random shifts of a few pixels as augmentation, then
+the state-only MLP's head on (keypoints, normalized state, one-hot instruction).
 
 The frames are the current frames of the cached samples, decoded from the demo
 dataset and resized exactly as the cache prepared them; evaluation feeds the
@@ -35,19 +34,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from benchmarks.state_baseline import StateOnlyPolicy, text_code  # noqa: E402
-
-
-class SpatialSoftmax(nn.Module):
-    """[B, C, H, W] -> [B, 2C]: per channel, the softmax-weighted mean (x, y) over the map, in [-1, 1]."""
-
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = maps.shape
-        weights = maps.flatten(2).softmax(-1).view(b, c, h, w)
-        ys = torch.linspace(-1.0, 1.0, h, device=maps.device, dtype=maps.dtype)
-        xs = torch.linspace(-1.0, 1.0, w, device=maps.device, dtype=maps.dtype)
-        x = (weights.sum(2) * xs).sum(-1)
-        y = (weights.sum(3) * ys).sum(-1)
-        return torch.cat([x, y], dim=1)
+from model.pixel_keypoints import PixelKeypoints  # noqa: E402
 
 
 class ImagePolicy(StateOnlyPolicy):
@@ -56,17 +43,10 @@ class ImagePolicy(StateOnlyPolicy):
     def __init__(self, task_codes: torch.Tensor, proprio_dim: int, horizon: int, action_dim: int,
                  channels: int = 32, hidden: int = 256) -> None:
         super().__init__(task_codes, proprio_dim + 2 * channels, horizon, action_dim, hidden)
-        half = channels // 2
-        self.encoder = nn.Sequential(
-            nn.Conv2d(3, half, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(half, channels, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
-            nn.Conv2d(channels, channels, 3, padding=1),
-        )
-        self.keypoints = SpatialSoftmax()
+        self.encoder = PixelKeypoints(channels)
 
     def forward(self, pixels: torch.Tensor, proprio: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-        points = self.keypoints(self.encoder(pixels.float()))
+        points = self.encoder(pixels.float())
         return super().forward(torch.cat([points, proprio.float()], 1), onehot)
 
     @torch.inference_mode()

@@ -16,6 +16,10 @@ The robot state enters the paper's model only as one context token the image
 tokens cross-attend to, so it reaches the actions through them and weakly.
 `state_input` (off in the paper's expert) adds an MLP of the normalized state to
 the fused vector, a direct path from the state to every step of the chunk.
+
+`pixel_input` (off in the paper's expert) adds, the same way, an MLP of keypoints
+read from the current frame's pixels (`model.pixel_keypoints`): a path for where
+objects and goals are that bypasses the VAE's 8x8 compression and the pooling.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import math
 import torch
 from torch import nn
 
+from model.pixel_keypoints import PixelKeypoints
 from pipeline.config import ExpertConfig, Pooling
 
 
@@ -128,11 +133,20 @@ class StateFusionActionExpert(nn.Module):
             self.state_proj = nn.Sequential(nn.Linear(proprio_dim, cfg.hidden_dim), nn.GELU(), nn.Linear(cfg.hidden_dim, cfg.hidden_dim))
             nn.init.zeros_(self.state_proj[-1].weight)
             nn.init.zeros_(self.state_proj[-1].bias)
+        # built after everything else and zero-init at the output, for the same reason
+        self.pixel_encoder, self.pixel_proj = None, None
+        if cfg.pixel_input:
+            self.pixel_encoder = PixelKeypoints(cfg.pixel_keypoints)
+            self.pixel_proj = nn.Sequential(nn.Linear(self.pixel_encoder.out_dim, cfg.hidden_dim), nn.GELU(),
+                                            nn.Linear(cfg.hidden_dim, cfg.hidden_dim))
+            nn.init.zeros_(self.pixel_proj[-1].weight)
+            nn.init.zeros_(self.pixel_proj[-1].bias)
 
     def forward(self, states: list[torch.Tensor], grid: tuple[int, int, int] | None = None,
-                proprio: torch.Tensor | None = None) -> torch.Tensor:
+                proprio: torch.Tensor | None = None, pixels: torch.Tensor | None = None) -> torch.Tensor:
         """`grid` (frames, rows, columns of the patch grid) is needed with `token_positions`,
-        `proprio` [B, P] (the normalized robot state) with `state_input`."""
+        `proprio` [B, P] (the normalized robot state) with `state_input`, `pixels` (the current
+        frame [B, 3, 1, H, W] in [-1, 1]) with `pixel_input`."""
         if len(states) != len(self.pools):
             raise ValueError(f"expert reads {len(self.pools)} layers, got {len(states)}")
         # 0. Token positions on the patch grid, shared by the layers
@@ -144,12 +158,17 @@ class StateFusionActionExpert(nn.Module):
             states = [h + pos for h in states]
         # 1. Pool and compress each layer
         z = torch.cat([comp(pool(h)) for h, pool, comp in zip(states, self.pools, self.compressors)], dim=-1)
-        # 2. Fuse the layers into one vector (plus the robot state, with `state_input`)
+        # 2. Fuse the layers into one vector (plus the robot state and the frame's keypoints, when enabled)
         z = self.fuse(z)
         if self.state_proj is not None:
             if proprio is None:
                 raise ValueError("state_input needs the robot state (proprio)")
             z = z + self.state_proj(proprio.to(z.dtype))
+        if self.pixel_proj is not None:
+            if pixels is None:
+                raise ValueError("pixel_input needs the current frame's pixels (a cache built with "
+                                 "cache.current_frames=true, or `current_pixels` at inference)")
+            z = z + self.pixel_proj(self.pixel_encoder(pixels).to(z.dtype))
         z = self.res_blocks(z)
         # 3. One vector per step, then the action head
         steps = self.step_embed(step_sinusoid(self.horizon, self.step_dim, z.device).to(z.dtype))

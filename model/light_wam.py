@@ -12,9 +12,10 @@ Batch: a dict of tensors, the contract between the offline cache and the model.
 | `proprio`        | [B, P]             | float32 | normalized proprio state at the current frame              |
 | `actions`        | [B, H, A]          | float32 | normalized action chunk (training only)                    |
 | `action_mask`    | [B, H]             | bool    | True where the action is real, not end-of-episode padding  |
+| `current_pixels` | [B, 3, 1, Hpx, Wpx] | float32 | the current frame in [-1, 1]; only with `expert.pixel_input` |
 
-`predict_actions` needs only `current_latent` (or `current_pixels` [B, 3, 1, Hpx, Wpx]
-in [-1, 1] plus a VAE), `text`, optional `text_mask`, and `proprio`.
+`predict_actions` needs only `current_latent` (or `current_pixels` plus a VAE),
+`text`, optional `text_mask`, and `proprio` (and `current_pixels` with `pixel_input`).
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class LightWAM(nn.Module):
         # 2. Action branch: the clean current frame at full resolution, stop after the last fused block
         if branch in ("both", "action"):
             fused, _ = bb(batch["current_latent"], ctx, None, truncate=True)
-            actions = self.expert(fused, self.patch_grid(batch["current_latent"]), batch["proprio"])
+            actions = self.expert(fused, self.patch_grid(batch["current_latent"]), batch["proprio"],
+                                  batch.get("current_pixels"))
             action_loss = masked_action_loss(actions, batch["actions"], batch["action_mask"], cfg.action_weighted_steps)
             loss = loss + cfg.action_loss_weight * action_loss
             out["action_loss"] = action_loss.detach()
@@ -105,7 +107,7 @@ class LightWAM(nn.Module):
         bb = self.backbone
         ctx = bb.context(batch["text"], batch["proprio"], batch.get("text_mask"))
         fused, _ = bb(latent.to(ctx.dtype), ctx, None, truncate=True)
-        return self.expert(fused, self.patch_grid(latent), batch["proprio"])
+        return self.expert(fused, self.patch_grid(latent), batch["proprio"], batch.get("current_pixels"))
 
     def patch_grid(self, latent: torch.Tensor) -> tuple[int, int, int]:
         """(frames, rows, columns) of the backbone's tokens for a latent [B, C, F, H, W]."""

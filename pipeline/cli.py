@@ -84,6 +84,9 @@ def load_config(argv: list[str] | None = None) -> tuple[Config, bool]:
             raise ConfigError(f"invalid value {value!r} for '{key}': {hint}") from None
     cfg = OmegaConf.to_object(merged)
     assert isinstance(cfg, Config)
+    if cfg.model.expert.pixel_input and not cfg.cache.current_frames:
+        raise ConfigError("model.expert.pixel_input=true trains on each sample's current frame: set "
+                          "cache.current_frames=true as well (the cache is then built once more, with the frames)")
     return cfg, show
 
 

@@ -123,6 +123,7 @@ class CacheConfig:
     encode_threads: int = 0  # torch threads per CPU encode actor; 0 = the node's CPUs / actors
     device: str = "auto"  # auto = cuda actors when the cluster has GPUs, else cpu
     max_reject_fraction: float = 0.1  # fail the run when more episodes than this are rejected
+    current_frames: bool = False  # also store each sample's current frame (uint8), for model.expert.pixel_input
     vae: VaeConfig = field(default_factory=VaeConfig)
     text: TextConfig = field(default_factory=TextConfig)
 
@@ -166,6 +167,10 @@ class ExpertConfig:
     # add a projection of the normalized robot state to the fused vector (not in the paper: there the state
     # reaches the expert only as one cross-attention context token of the backbone, see model.expert)
     state_input: bool = False
+    # add an MLP of keypoints read from the current frame's pixels (model.pixel_keypoints) to the fused vector
+    # (not in the paper); training needs a cache built with cache.current_frames=true
+    pixel_input: bool = False
+    pixel_keypoints: int = 32  # conv channels, each giving one (x, y)
 
 
 @dataclass

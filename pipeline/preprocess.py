@@ -71,7 +71,8 @@ def run_pipeline(cfg: Config, root: Path, cache_dir: Path, cameras: list[str], t
     threads = c.encode_threads or max(1, int(ray.cluster_resources().get("CPU", 1)) // actors)
     decode = DecodeSpec(str(root), cameras, cfg.data.state_key, cfg.data.action_key,
                         ClipGeometry.from_config(c), c.image_height, c.image_width, text_keys)
-    encode = EncodeSpec(c.vae, "cuda" if use_gpu else "cpu", c.dtype, c.encode_batch_size, 0 if use_gpu else threads)
+    encode = EncodeSpec(c.vae, "cuda" if use_gpu else "cpu", c.dtype, c.encode_batch_size, 0 if use_gpu else threads,
+                        c.current_frames)
 
     ds = ray.data.from_items([{"shard": s, "episodes": eps} for s, eps in todo], override_num_blocks=len(todo))
     ds = ds.map(DecodeGroup(decode), num_cpus=1)

@@ -23,6 +23,7 @@ from stages.cache_loader import CacheHandle
 
 MODEL_KEYS = ("video_latents", "video_frame_mask", "current_latent", "proprio", "actions", "action_mask",
               "text", "text_mask")
+OPTIONAL_KEYS = ("current_pixels",)  # in caches built with cache.current_frames (model.expert.pixel_input)
 
 
 def batches(cfg: Config, cache: CacheHandle, rank: int, world: int, skip: int = 0,
@@ -32,5 +33,5 @@ def batches(cfg: Config, cache: CacheHandle, rank: int, world: int, skip: int = 
     samples = itertools.islice(samples, skip, None)
     while True:
         chunk = list(itertools.islice(samples, cfg.train.batch_size))
-        batch = default_collate([{k: s[k] for k in MODEL_KEYS} for s in chunk])
+        batch = default_collate([{k: s[k] for k in MODEL_KEYS + OPTIONAL_KEYS if k in s} for s in chunk])
         yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}

@@ -168,7 +168,11 @@ class CacheDataset(IterableDataset):
         video = raw["video_latents"]
         if h.extra_pool > 1:
             video = pool_latents(video, h.extra_pool)
-        return {
+        extra = {}
+        if "current_frame" in raw:  # uint8 [H, W, 3] -> [3, 1, H, W] in [-1, 1], as sim.observation.to_pixels
+            frame = torch.from_numpy(raw["current_frame"]).float().div_(127.5).sub_(1.0)
+            extra["current_pixels"] = frame.permute(2, 0, 1)[:, None]
+        return extra | {
             "video_latents": torch.from_numpy(np.asarray(video, dtype=np.float32)),
             "video_frame_mask": torch.from_numpy(raw["video_frame_mask"]),
             "current_latent": torch.from_numpy(raw["current_latent"].astype(np.float32)),

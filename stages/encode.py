@@ -60,10 +60,12 @@ class EncodeSpec:
     dtype: str
     batch_size: int
     threads: int = 0  # torch intra-op threads in the actor; 0 = leave torch's default
+    current_frames: bool = False  # keep each sample's current frame (uint8) beside its latents
 
 
 class VaeEncoder:
-    """Ray Data callable class: adds `latents` [S, z, F, H/8, W/8] to a group row, drops `frames`."""
+    """Ray Data callable class: adds `latents` [S, z, F, H/8, W/8] (and with `current_frames` the
+    samples' first clip frames, uint8 [S, H, W, 3]) to a group row, drops `frames`."""
 
     def __init__(self, spec: EncodeSpec):
         keep_memory_mapped()
@@ -88,6 +90,8 @@ class VaeEncoder:
         rows = []
         for i in range(len(batch["shard"])):
             row = {k: v[i] for k, v in batch.items()}
+            if self.spec.current_frames:
+                row["current_frame"] = np.ascontiguousarray(row["frames"][row["clip_index"][:, 0]])
             row["latents"] = self.encode_clips(row.pop("frames"), row["clip_index"])
             row["t_encode"] = time.perf_counter() - start
             row["node_encode"] = node_id()

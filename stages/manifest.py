@@ -41,7 +41,7 @@ def cache_identity(cfg: Config, dataset_fingerprint: str, cameras: list[str], va
         "cache.dtype": c.dtype,
         "cache.vae": vae_id,
         "cache.text": text_id,
-    }
+    } | ({"cache.current_frames": True} if c.current_frames else {})  # absent when off: older caches stay valid
 
 
 def identify(cfg: Config, reader) -> dict:

@@ -14,6 +14,7 @@ baseline = sys.modules["benchmark_image_baseline"] = importlib.util.module_from_
 _spec.loader.exec_module(baseline)
 
 from benchmarks.state_baseline import fit_state_only  # noqa: E402  (importable once the script set sys.path)
+from model.pixel_keypoints import SpatialSoftmax  # noqa: E402
 
 TEXTS = [torch.randn(5, 8, generator=torch.Generator().manual_seed(7 + t)) for t in range(2)]
 
@@ -38,7 +39,7 @@ def test_spatial_softmax_gives_the_peak_of_each_map():
     maps = torch.zeros(1, 2, 5, 9)
     maps[0, 0, 1, 6] = 50.0  # row 1 of 5, column 6 of 9
     maps[0, 1, 4, 0] = 50.0
-    points = baseline.SpatialSoftmax()(maps)
+    points = SpatialSoftmax()(maps)
     np.testing.assert_allclose(points[0].numpy(), [0.5, -1.0, -0.5, 1.0], atol=1e-4)  # x0, x1, y0, y1
 
 

@@ -22,7 +22,10 @@ from conftest import subprocess_env
 from lerobot_fixtures import write_v3_dataset, write_v21_dataset
 from pipeline.cli import load_config
 from pipeline.preprocess import preprocess
+from sim.observation import to_pixels
 from stages.cache_loader import BATCH_KEYS, CacheMismatchError, open_cache, read_shard
+from stages.decode import resize
+from stages.lerobot import LeRobotDataset
 from stages.manifest import read_manifest, validate_shards
 from stages.plan import ClipGeometry, plan_episode
 
@@ -33,6 +36,9 @@ TINY = ["cache.image_height=32", "cache.image_width=32", "cache.num_frames=5", "
         "cache.latent_downsample=2", "cache.encode_batch_size=4",
         "cache.vae.base_dim=8", "cache.vae.dim_mult=[1,1,1,1]", "cache.vae.num_res_blocks=1",
         "cache.text.encoder=minilm", "cache.text.max_tokens=16", "cache.text.dim=384"]
+
+
+CLEAN = ("cache.current_frames=true",)  # the clean cache also keeps each sample's current frame
 
 
 def overrides(data: Path, root: Path, *extra: str) -> list[str]:
@@ -53,7 +59,7 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clean(ray_cluster, data, tmp_path_factory):
-    cfg = config(data[0] / "h264", tmp_path_factory.mktemp("clean"))
+    cfg = config(data[0] / "h264", tmp_path_factory.mktemp("clean"), *CLEAN)
     result = preprocess(cfg)
     assert result.ok, result.message
     return cfg, result
@@ -84,6 +90,8 @@ def test_shards_hold_expected_shapes_and_exact_source_values(clean, data):
     validate_shards(result.cache_dir, manifest, hash_contents=True)
     geom = ClipGeometry.from_config(cfg.cache)
     samples = samples_of(result.cache_dir)
+    reader = LeRobotDataset(data[0] / "h264", cameras=list(CAMERAS))
+    episodes = {e.index: e for e in reader.episodes}
     expected_keys = {f"{ep}/{t}" for ep, n in enumerate(LENGTHS) for t in plan_episode(n, geom).starts}
     assert set(samples) == expected_keys and manifest["samples"] == len(expected_keys)
     assert manifest["rejected"] == [] and manifest["decoders"] == {"decord": 6}  # 3 files x 2 cameras
@@ -97,6 +105,8 @@ def test_shards_hold_expected_shapes_and_exact_source_values(clean, data):
         assert np.array_equal(s["actions"], exp.actions[ep][plan.action_index[i]])  # bit-exact
         assert np.array_equal(s["proprio"], exp.states[ep][t])
         assert s["action_mask"].tolist() == plan.action_mask[i].tolist()
+        views = [resize(reader.read_images(episodes[ep], c, np.array([t])), 32, 32)[0] for c in CAMERAS]
+        assert np.array_equal(s["current_frame"], np.concatenate(views, axis=1))  # frame t, cameras side by side
         assert s["meta"]["task"] == exp.episode_tasks[ep] and s["meta"]["text_key"] in manifest["text_keys"].values()
     pooled = samples["0/0"]["current_latent"][:, 0].reshape(16, 2, 2, 4, 2).mean(axis=(2, 4))
     assert np.allclose(samples["0/0"]["video_latents"][:, 0], pooled, atol=1e-5)  # frame 0 pooled = current
@@ -129,6 +139,8 @@ def test_loader_normalizes_splits_ranks_and_derives_downsample(clean):
     assert len(items) == result.manifest["samples"]
     first = items[0]
     assert set(BATCH_KEYS) <= set(first)
+    raw = next(read_shard(handle.shard_paths[0]))  # the cached uint8 frame, as the simulator's frames are fed
+    assert torch.equal(first["current_pixels"][:, 0], to_pixels(raw["current_frame"]))
     assert first["text"].shape == (16, 384) and first["text_mask"].dtype == torch.bool
     actions = torch.stack([it["actions"] for it in items])
     assert actions.min() >= -1 - 1e-6 and actions.max() <= 1 + 1e-6
@@ -170,7 +182,7 @@ def test_h264_and_av1_caches_agree_within_codec_tolerance(clean, data, tmp_path)
 
 def test_killed_run_resumes_to_the_clean_sample_set(clean, data, ray_cluster, tmp_path):
     cfg, result = clean
-    cmd = [sys.executable, "-m", "pipeline.preprocess", *overrides(data[0] / "h264", tmp_path)]
+    cmd = [sys.executable, "-m", "pipeline.preprocess", *overrides(data[0] / "h264", tmp_path, *CLEAN)]
     proc = subprocess.Popen(cmd, env=subprocess_env(ray_cluster), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     cache_dir = tmp_path / result.fingerprint
@@ -183,7 +195,7 @@ def test_killed_run_resumes_to_the_clean_sample_set(clean, data, ray_cluster, tm
     written = len(list(cache_dir.glob("shard-*.json")))
     assert 0 < written < len(result.manifest["shards"])
 
-    resumed = preprocess(config(data[0] / "h264", tmp_path))
+    resumed = preprocess(config(data[0] / "h264", tmp_path, *CLEAN))
     assert resumed.ok and not resumed.skipped
     a, b = samples_of(result.cache_dir), samples_of(cache_dir)
     assert set(a) == set(b)

@@ -10,6 +10,7 @@ import torch
 from model.backbone import WanBackbone, load_dit
 from model.light_wam import LightWAM, build_model
 from model.summary import parameter_report
+from pipeline.cli import ConfigError, load_config
 from pipeline.config import ModelConfig, Pooling
 from pipeline.presets import demo, paper
 
@@ -244,6 +245,55 @@ def test_state_input_model_starts_as_the_model_without_it_and_trains():
     torch.testing.assert_close(model.predict_actions(batch), without.predict_actions(batch))
     model(batch)["loss"].backward()
     assert model.expert.state_proj[-1].weight.grad.abs().sum() > 0
+
+
+def test_pixel_input_lets_the_expert_fit_an_action_given_by_where_a_marker_is():
+    """The wanted action is a marker's (x, y) in the frame; the backbone tokens are the same for every frame.
+    The pixel keypoints fit it; without them the expert has nothing that varies."""
+    from model.expert import StateFusionActionExpert
+
+    cfg = dataclasses.replace(tiny_config().expert, pixel_keypoints=8)
+    gen = torch.Generator().manual_seed(0)
+    rows, cols = torch.randint(1, 15, (64,), generator=gen), torch.randint(1, 31, (64,), generator=gen)
+    pixels = -torch.ones(64, 3, 1, 16, 32)
+    for i, (r, c) in enumerate(zip(rows, cols)):
+        pixels[i, :, 0, r - 1:r + 2, c - 1:c + 2] = 1.0
+    target = torch.stack([cols / 15.5 - 1, rows / 7.5 - 1], 1)[:, None, :].expand(-1, 4, -1)
+    tokens = torch.randn(1, 8, 32, generator=gen).expand(64, -1, -1)
+
+    def final_error(with_pixels: bool) -> float:
+        torch.manual_seed(1)
+        expert = StateFusionActionExpert(dataclasses.replace(cfg, pixel_input=with_pixels), 32, 1, 4, 2)
+        opt = torch.optim.Adam(expert.parameters(), lr=2e-3)
+        for _ in range(300):
+            loss = (expert([tokens], None, None, pixels) - target).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return loss.item()
+
+    blind, seeing = final_error(False), final_error(True)
+    assert blind > 0.2  # the marker positions' variance
+    assert seeing < 0.2 * blind
+    with pytest.raises(ValueError, match="current_frames"):
+        StateFusionActionExpert(dataclasses.replace(cfg, pixel_input=True), 32, 1, 4, 2)([tokens], None)
+
+
+def test_pixel_input_model_starts_as_the_model_without_it_and_needs_the_cache_frames():
+    cfg = tiny_config()
+    batch = tiny_batch(cfg)
+    batch["current_pixels"] = torch.rand(2, 3, 1, 64, 128) * 2 - 1
+    torch.manual_seed(0)
+    without = build_model(cfg)
+    cfg.expert.pixel_input = True
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    torch.testing.assert_close(model.predict_actions(batch), without.predict_actions(batch))
+    model(batch)["loss"].backward()
+    assert model.expert.pixel_proj[-1].weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="cache.current_frames=true"):
+        load_config(["preset=demo", "model.expert.pixel_input=true"])
+    assert load_config(["preset=demo", "model.expert.pixel_input=true", "cache.current_frames=true"])[0]
 
 
 def test_local_pretrained_directory_loads(tmp_path):

@@ -50,7 +50,8 @@ TINY = [
 def workspace(tmp_path_factory, ray_cluster):
     root = tmp_path_factory.mktemp("train")
     write_v3_dataset(root / "data", lengths=(16, 14, 18, 12), cameras=("observation.images.front",))
-    base = [f"workdir={root / 'work'}", f"data.path={root / 'data'}", *TINY]
+    # the cache keeps the current frames, so the trained fixture can exercise model.expert.pixel_input
+    base = [f"workdir={root / 'work'}", f"data.path={root / 'data'}", *TINY, "cache.current_frames=true"]
     cfg = load_config(base)[0]
     assert preprocess(cfg).ok
     return root, base
@@ -72,7 +73,8 @@ def metric_history(cfg, run_id: str, key: str) -> list[float]:
 
 @pytest.fixture(scope="module")
 def trained(workspace):
-    cfg = cfg_for(workspace, "train.steps=12", "train.checkpoint_every=6", "train.plot_every=6")
+    cfg = cfg_for(workspace, "train.steps=12", "train.checkpoint_every=6", "train.plot_every=6",
+                  "model.expert.pixel_input=true", "model.expert.pixel_keypoints=4")
     return cfg, train(cfg)
 
 
@@ -109,6 +111,7 @@ def test_registered_model_acts_like_the_trained_model(trained):
     trained_model = load_checkpoint(last / "model.safetensors").eval()  # what the workers saved, unmerged
     cache = open_cache(cfg)
     batch = next(batches(cfg, cache, rank=0, world=1))
+    assert batch["current_pixels"].shape == (4, 3, 1, 32, 32)  # the pixel path is part of what is compared
     with torch.no_grad():
         expected = trained_model.predict_actions(batch)
     got = loaded.policy.model.predict_actions(batch)
