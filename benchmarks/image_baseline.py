@@ -33,7 +33,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from benchmarks.state_baseline import StateOnlyPolicy, text_code  # noqa: E402
+from benchmarks.state_baseline import (  # noqa: E402
+    StateOnlyChunkPolicy,
+    StateOnlyPolicy,
+    load_samples,
+    roll_out,
+    text_code,
+)
 from model.pixel_keypoints import PixelKeypoints  # noqa: E402
 
 
@@ -124,40 +130,17 @@ def sample_frames(cfg, handle, samples: list[dict]) -> torch.Tensor:
     return out
 
 
-class ImageChunkPolicy:
-    """The fitted conv policy as an evaluation-loop policy (`sim.policies.ChunkPolicy`)."""
+class ImageChunkPolicy(StateOnlyChunkPolicy):
+    """The fitted conv policy as an evaluation-loop policy: the rendered frame, raw state in, raw chunk out."""
 
-    needs_expert = False
-
-    def __init__(self, policy: ImagePolicy, stats: dict, text: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        from model.policy import MinMax
-
-        self.policy = policy
-        self.state_norm, self.action_norm = MinMax.from_stats(stats["proprio"]), MinMax.from_stats(stats["actions"])
-        self.codes = {task: text_code(torch.from_numpy(e)[None], torch.from_numpy(m)[None])[0] for task, (e, m) in text.items()}
-
-    def act_batch(self, requests) -> list[np.ndarray]:
-        from sim.policies import require_known
-
-        require_known([r.instruction for r in requests], self.codes)
-        pixels = to_unit(torch.from_numpy(np.stack([r.image for r in requests])))
-        state = self.state_norm.normalize(torch.from_numpy(np.stack([r.state for r in requests])).float())
-        onehot = self.policy.task_onehot(torch.stack([self.codes[r.instruction] for r in requests]))
-        with torch.inference_mode():
-            chunks = self.action_norm.denormalize(self.policy(pixels, state, onehot))
-        return list(chunks.numpy())
+    def normalized_chunks(self, requests, state: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        return self.policy(to_unit(torch.from_numpy(np.stack([r.image for r in requests]))), state, onehot)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipeline import evaluate as ev
     from pipeline.cli import parse_or_exit
     from pipeline.config import EvalLayouts
     from pipeline.console import console
-    from pipeline.workdir import workdir
-    from sim.evaluation import plan_episodes
-    from sim.observation import camera_name
-    from sim.rollout import LoopSettings
-    from stages.cache_loader import CacheDataset, open_cache, read_shard
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shift", type=int, default=4, help="random shift augmentation, pixels (0 = none)")
@@ -168,9 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("image_baseline.py rolls out on held-out layouts only (eval.layouts=heldout)")
     tr = cfg.train
     batch = tr.batch_size * tr.num_workers * tr.grad_accum
-    handle = open_cache(cfg)
-    ds = CacheDataset(handle)
-    samples = [ds.to_tensors(raw) for path in handle.shard_paths for raw in read_shard(path)]
+    handle, samples = load_samples(cfg)
     console.print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     t0 = time.perf_counter()
     frames = sample_frames(cfg, handle, samples)
@@ -180,22 +161,12 @@ def main(argv: list[str] | None = None) -> None:
                               args.shift, args.channels, log_every=max(tr.steps // 10, 1))
     fit_s = time.perf_counter() - t0
     text = {task: handle.text[key] for task, key in handle.manifest["text_keys"].items()}
-    cameras = [camera_name(c) for c in handle.manifest["identity"]["data.cameras"]]
-    envs = ev.env_specs(cfg, cameras, sorted(text))
-    episodes = plan_episodes(envs, cfg.eval.episodes_per_task, cfg.eval.seed, 0, ev.demo_seeds(cfg))
-    settings = LoopSettings(cfg.cache.image_height, cfg.cache.image_width, cfg.eval.replan_every, cfg.demo.fps)
-    console.print(f"conv + spatial-softmax policy ({args.channels} keypoints, shift {args.shift}) on cache "
-                  f"{handle.fingerprint[:12]}: {len(samples)} samples, {tr.steps} steps x {batch}, fitted in "
-                  f"{fit_s:.0f} s; {len(envs)} task(s) x {cfg.eval.episodes_per_task} held-out episodes "
-                  f"(seed {cfg.eval.seed}), replan every {cfg.eval.replan_every}")
-    summary, results = ev.run(cfg, ImageChunkPolicy(policy, handle.stats, text), episodes, settings)
-    meta = {"model": "conv + spatial softmax", "cache": handle.fingerprint, "steps": tr.steps, "batch": batch,
-            "shift": args.shift, "channels": args.channels, "fit_s": round(fit_s, 1),
-            "episodes_per_task": cfg.eval.episodes_per_task, "seed": cfg.eval.seed, "replan_every": cfg.eval.replan_every}
-    name = f"image-{handle.fingerprint[:12]}-{tr.steps}-shift{args.shift}"
-    path = ev.write_results(workdir(cfg) / "eval" / name, summary, results, meta)
-    ev.print_table(summary)
-    console.print(f"results: {path}")
+    roll_out(cfg, handle, ImageChunkPolicy(policy, handle.stats, text),
+             f"image-{handle.fingerprint[:12]}-{tr.steps}-shift{args.shift}",
+             f"conv + spatial-softmax policy ({args.channels} keypoints, shift {args.shift}): {len(samples)} samples, "
+             f"{tr.steps} steps x {batch}, fitted in {fit_s:.0f} s",
+             {"model": "conv + spatial softmax", "steps": tr.steps, "batch": batch, "shift": args.shift,
+              "channels": args.channels, "fit_s": round(fit_s, 1)})
 
 
 if __name__ == "__main__":

@@ -106,48 +106,66 @@ class StateOnlyChunkPolicy:
         state = self.state_norm.normalize(torch.from_numpy(np.stack([r.state for r in requests])).float())
         onehot = self.policy.task_onehot(torch.stack([self.codes[r.instruction] for r in requests]))
         with torch.inference_mode():
-            chunks = self.action_norm.denormalize(self.policy(state, onehot))
+            chunks = self.action_norm.denormalize(self.normalized_chunks(requests, state, onehot))
         return list(chunks.numpy())
 
+    def normalized_chunks(self, requests, state: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        """Normalized chunks from the normalized state and the instruction (an image policy adds the frames)."""
+        return self.policy(state, onehot)
 
-def main(argv: list[str] | None = None) -> None:
-    sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
+
+def load_samples(cfg) -> tuple:
+    """(cache handle, every cached sample as tensors), for the cache `cfg` names."""
+    from stages.cache_loader import CacheDataset, open_cache, read_shard
+
+    handle = open_cache(cfg)
+    ds = CacheDataset(handle)
+    return handle, [ds.to_tensors(raw) for path in handle.shard_paths for raw in read_shard(path)]
+
+
+def roll_out(cfg, handle, policy: StateOnlyChunkPolicy, name: str, described: str, meta: dict) -> None:
+    """The fitted policy on the held-out layouts `pipeline.evaluate` uses; results in <workdir>/eval/<name>."""
     from pipeline import evaluate as ev
-    from pipeline.cli import parse_or_exit
-    from pipeline.config import EvalLayouts
     from pipeline.console import console
     from pipeline.workdir import workdir
     from sim.evaluation import plan_episodes
     from sim.observation import camera_name
     from sim.rollout import LoopSettings
-    from stages.cache_loader import CacheDataset, open_cache, read_shard
+
+    cameras = [camera_name(c) for c in handle.manifest["identity"]["data.cameras"]]
+    envs = ev.env_specs(cfg, cameras, sorted(policy.codes))
+    episodes = plan_episodes(envs, cfg.eval.episodes_per_task, cfg.eval.seed, 0, ev.demo_seeds(cfg))
+    settings = LoopSettings(cfg.cache.image_height, cfg.cache.image_width, cfg.eval.replan_every, cfg.demo.fps)
+    console.print(f"{described} on cache {handle.fingerprint[:12]}; {len(envs)} task(s) x "
+                  f"{cfg.eval.episodes_per_task} held-out episodes (seed {cfg.eval.seed}), replan every {cfg.eval.replan_every}")
+    summary, results = ev.run(cfg, policy, episodes, settings)
+    meta = meta | {"cache": handle.fingerprint, "episodes_per_task": cfg.eval.episodes_per_task,
+                   "seed": cfg.eval.seed, "replan_every": cfg.eval.replan_every}
+    path = ev.write_results(workdir(cfg) / "eval" / name, summary, results, meta)
+    ev.print_table(summary)
+    console.print(f"results: {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
+    from pipeline.cli import parse_or_exit
+    from pipeline.config import EvalLayouts
+    from pipeline.console import console
 
     cfg = parse_or_exit(list(sys.argv[1:] if argv is None else argv))
     if cfg.eval.layouts != EvalLayouts.heldout:
         raise SystemExit("state_baseline.py rolls out on held-out layouts only (eval.layouts=heldout)")
     tr = cfg.train
     batch = tr.batch_size * tr.num_workers * tr.grad_accum
-    handle = open_cache(cfg)
-    ds = CacheDataset(handle)
-    samples = [ds.to_tensors(raw) for path in handle.shard_paths for raw in read_shard(path)]
+    handle, samples = load_samples(cfg)
+    console.print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     t0 = time.perf_counter()
     policy = fit_state_only(samples, tr.steps, batch, tr.lr, cfg.model.action_weighted_steps, tr.seed)
     fit_s = time.perf_counter() - t0
     text = {task: handle.text[key] for task, key in handle.manifest["text_keys"].items()}
-    cameras = [camera_name(c) for c in handle.manifest["identity"]["data.cameras"]]
-    envs = ev.env_specs(cfg, cameras, sorted(text))
-    episodes = plan_episodes(envs, cfg.eval.episodes_per_task, cfg.eval.seed, 0, ev.demo_seeds(cfg))
-    settings = LoopSettings(cfg.cache.image_height, cfg.cache.image_width, cfg.eval.replan_every, cfg.demo.fps)
-    console.print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    console.print(f"state-only MLP (no image) on cache {handle.fingerprint[:12]}: {len(samples)} samples, "
-                  f"{tr.steps} steps x {batch}, fitted in {fit_s:.0f} s; {len(envs)} task(s) x "
-                  f"{cfg.eval.episodes_per_task} held-out episodes (seed {cfg.eval.seed}), replan every {cfg.eval.replan_every}")
-    summary, results = ev.run(cfg, StateOnlyChunkPolicy(policy, handle.stats, text), episodes, settings)
-    meta = {"model": "state-only MLP", "cache": handle.fingerprint, "steps": tr.steps, "batch": batch,
-            "episodes_per_task": cfg.eval.episodes_per_task, "seed": cfg.eval.seed, "replan_every": cfg.eval.replan_every}
-    path = ev.write_results(workdir(cfg) / "eval" / f"state-only-{handle.fingerprint[:12]}-{tr.steps}", summary, results, meta)
-    ev.print_table(summary)
-    console.print(f"results: {path}")
+    roll_out(cfg, handle, StateOnlyChunkPolicy(policy, handle.stats, text), f"state-only-{handle.fingerprint[:12]}-{tr.steps}",
+             f"state-only MLP (no image): {len(samples)} samples, {tr.steps} steps x {batch}, fitted in {fit_s:.0f} s",
+             {"model": "state-only MLP", "steps": tr.steps, "batch": batch})
 
 
 if __name__ == "__main__":
