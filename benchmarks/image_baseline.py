@@ -21,7 +21,6 @@ policy and rolls it out on the held-out layouts `pipeline.evaluate` uses:
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,8 +35,9 @@ from torch import nn  # noqa: E402
 from benchmarks.state_baseline import (  # noqa: E402
     StateOnlyChunkPolicy,
     StateOnlyPolicy,
-    load_samples,
+    prepare,
     roll_out,
+    stacked,
     text_code,
 )
 from model.pixel_keypoints import PixelKeypoints  # noqa: E402
@@ -82,12 +82,7 @@ def fit_image_policy(samples: list[dict], frames: torch.Tensor, steps: int, batc
     """AdamW on the masked chunk MSE; `frames` uint8 [N, H, W, 3] is each sample's current frame."""
     if len(frames) != len(samples):
         raise ValueError(f"{len(samples)} samples but {len(frames)} frames")
-    proprio = torch.stack([s["proprio"] for s in samples]).float()
-    actions = torch.stack([s["actions"] for s in samples]).float()
-    mask = torch.stack([s["action_mask"] for s in samples]).float()
-    if weighted_steps > 0:
-        mask = mask * (torch.arange(mask.shape[1]) < weighted_steps)
-    codes = torch.stack([text_code(s["text"][None], s["text_mask"][None])[0] for s in samples]).float()
+    proprio, actions, mask, codes = stacked(samples, weighted_steps)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():  # a seeded init that leaves the caller's random state alone
         torch.manual_seed(seed)
@@ -138,21 +133,14 @@ class ImageChunkPolicy(StateOnlyChunkPolicy):
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipeline.cli import parse_or_exit
-    from pipeline.config import EvalLayouts
     from pipeline.console import console
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shift", type=int, default=4, help="random shift augmentation, pixels (0 = none)")
     parser.add_argument("--channels", type=int, default=32, help="conv channels = spatial-softmax keypoints")
     args, overrides = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
-    cfg = parse_or_exit(overrides)
-    if cfg.eval.layouts != EvalLayouts.heldout:
-        raise SystemExit("image_baseline.py rolls out on held-out layouts only (eval.layouts=heldout)")
+    cfg, batch, handle, samples = prepare(overrides, "image_baseline.py")
     tr = cfg.train
-    batch = tr.batch_size * tr.num_workers * tr.grad_accum
-    handle, samples = load_samples(cfg)
-    console.print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     t0 = time.perf_counter()
     frames = sample_frames(cfg, handle, samples)
     console.print(f"decoded {len(frames)} current frames {tuple(frames.shape[1:])} in {time.perf_counter() - t0:.0f} s")

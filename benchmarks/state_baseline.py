@@ -61,15 +61,21 @@ class StateOnlyPolicy(nn.Module):
         return self(batch["proprio"], self.task_onehot(text_code(batch["text"], batch["text_mask"])))
 
 
-def fit_state_only(samples: list[dict], steps: int, batch_size: int, lr: float = 3e-4,
-                   weighted_steps: int = 0, seed: int = 0) -> StateOnlyPolicy:
-    """AdamW on the masked chunk MSE (the first `weighted_steps` steps, 0 = all, as the model's loss)."""
+def stacked(samples: list[dict], weighted_steps: int = 0) -> tuple[torch.Tensor, ...]:
+    """proprio, actions, loss mask (the first `weighted_steps` steps, 0 = all, as the model's loss), text codes."""
     proprio = torch.stack([s["proprio"] for s in samples]).float()
     actions = torch.stack([s["actions"] for s in samples]).float()
     mask = torch.stack([s["action_mask"] for s in samples]).float()
     if weighted_steps > 0:
         mask = mask * (torch.arange(mask.shape[1]) < weighted_steps)
     codes = torch.stack([text_code(s["text"][None], s["text_mask"][None])[0] for s in samples]).float()
+    return proprio, actions, mask, codes
+
+
+def fit_state_only(samples: list[dict], steps: int, batch_size: int, lr: float = 3e-4,
+                   weighted_steps: int = 0, seed: int = 0) -> StateOnlyPolicy:
+    """AdamW on the masked chunk MSE."""
+    proprio, actions, mask, codes = stacked(samples, weighted_steps)
     task_codes = torch.unique(codes, dim=0)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():  # a seeded init that leaves the caller's random state alone
@@ -146,19 +152,25 @@ def roll_out(cfg, handle, policy: StateOnlyChunkPolicy, name: str, described: st
     console.print(f"results: {path}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
+def prepare(overrides: list[str], script: str) -> tuple:
+    """(config, samples per step, cache handle, samples) for a baseline script; held-out layouts only."""
     from pipeline.cli import parse_or_exit
     from pipeline.config import EvalLayouts
     from pipeline.console import console
 
-    cfg = parse_or_exit(list(sys.argv[1:] if argv is None else argv))
+    cfg = parse_or_exit(overrides)
     if cfg.eval.layouts != EvalLayouts.heldout:
-        raise SystemExit("state_baseline.py rolls out on held-out layouts only (eval.layouts=heldout)")
+        raise SystemExit(f"{script} rolls out on held-out layouts only (eval.layouts=heldout)")
     tr = cfg.train
-    batch = tr.batch_size * tr.num_workers * tr.grad_accum
     handle, samples = load_samples(cfg)
     console.print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    return cfg, tr.batch_size * tr.num_workers * tr.grad_accum, handle, samples
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
+    cfg, batch, handle, samples = prepare(list(sys.argv[1:] if argv is None else argv), "state_baseline.py")
+    tr = cfg.train
     t0 = time.perf_counter()
     policy = fit_state_only(samples, tr.steps, batch, tr.lr, cfg.model.action_weighted_steps, tr.seed)
     fit_s = time.perf_counter() - t0
