@@ -55,8 +55,11 @@ class FreeCamera:
 # MetaWorld's own scene cameras sit ~2 m away: at 64x64 a 2 cm goal marker is one pixel. `workspace`
 # frames only the region every MT10 object and goal is drawn from (x -0.4..0.25, y 0.4..0.95,
 # z 0..0.35), from the front-right and above, so the same marker covers 6-9 pixels instead of 2.
+# `workspace_left` is its mirror image from the front-left: a goal floating in the air (reach,
+# pick-place) lies anywhere along one ray of a single view; a second view 60 degrees away fixes it.
 VIRTUAL_CAMERAS: dict[str, FreeCamera] = {
     "workspace": FreeCamera(lookat=(-0.05, 0.7, 0.12), distance=1.0, azimuth=-60.0, elevation=-35.0),
+    "workspace_left": FreeCamera(lookat=(-0.05, 0.7, 0.12), distance=1.0, azimuth=-120.0, elevation=-35.0),
 }
 ALL_CAMERAS = CAMERA_NAMES + list(VIRTUAL_CAMERAS)
 

@@ -22,7 +22,7 @@ import pytest
 
 from pipeline.config import Codec, Config, DemoConfig
 from sim.demos import MARKER, DemoError, demo_config_hash, ensure_demo_dataset, episode_seed, generate, record_episode
-from sim.metaworld_env import MetaWorldEnv, instruction_for
+from sim.metaworld_env import VIRTUAL_CAMERAS, FreeCamera, MetaWorldEnv, instruction_for
 from stages.lerobot import LeRobotDataset
 
 CAMERAS = ["corner", "gripperPOV"]
@@ -345,3 +345,28 @@ def test_the_goal_the_policy_sees_is_the_episodes_goal_from_the_first_frame():
             centroids.append(np.argwhere(marker).mean(axis=0))
     spread = max(np.linalg.norm(a - b) for a in centroids for b in centroids)
     assert spread > 3, f"the goal moved by {spread:.1f} px across three layouts"
+
+
+def _ray_from(camera: FreeCamera, point: np.ndarray) -> np.ndarray:
+    """Unit vector from the camera's eye through `point` (MuJoCo's free-camera convention)."""
+    az, el = np.radians(camera.azimuth), np.radians(camera.elevation)
+    forward = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+    eye = np.asarray(camera.lookat) - camera.distance * forward
+    ray = point - eye
+    return ray / np.linalg.norm(ray)
+
+
+def test_a_second_workspace_view_tells_apart_goals_that_one_view_sees_in_the_same_place():
+    """Floating goals (reach, pick-place) are only located in 3-D from two views: `workspace_left` moves where `workspace` cannot."""
+    with MetaWorldEnv("push-v3", ["workspace", "workspace_left"], 64, 64, 5) as env:
+        env.reset(0)
+        near = env._env.data.site("goal").xpos.copy()
+        seen = []
+        for point in (near, near - 0.15 * _ray_from(VIRTUAL_CAMERAS["workspace"], near)):  # lifted 15 cm up the ray
+            env._env.data.site("goal").xpos = point
+            images = env.render()
+            seen.append({c: np.argwhere(_green_marker(images[c])).mean(axis=0) for c in env.cameras})
+    in_workspace = np.linalg.norm(seen[0]["workspace"] - seen[1]["workspace"])
+    in_left = np.linalg.norm(seen[0]["workspace_left"] - seen[1]["workspace_left"])
+    assert in_workspace < 1.0, f"the marker moved {in_workspace:.1f} px along the workspace camera's own ray"
+    assert in_left > 4.0, f"workspace_left sees the 15 cm move as only {in_left:.1f} px"
