@@ -141,10 +141,17 @@ def registered_step(storage: Path) -> int | None:
 
 
 def _train_workers() -> list[psutil.Process]:
+    """Ray Train workers of this session's test cluster only: its raylet is a child of this process.
+
+    Never every RayTrainWorker on the machine: that would kill a user's own training run.
+    """
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if any("RayTrainWorker" in part for part in (proc.info["cmdline"] or [])):
-            found.append(proc)
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if any("RayTrainWorker" in part for part in proc.cmdline()):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            pass
     return found
 
 
