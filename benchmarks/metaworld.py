@@ -38,18 +38,18 @@ MARKER = "<!-- benchmarks/metaworld.py inserts results below this line, newest f
 HEADER = f"""# Benchmark results: policy quality on MetaWorld MT10
 
 Closed-loop success of the `bench` preset (the demo model trained on the ten
-MetaWorld MT10 tasks from 50 scripted-expert demonstrations per task, two 64x64
-cameras (`workspace` and `workspace_left`, close views of the table 60 degrees
-apart), the robot state and the current frame read directly by the expert, one
-multi-task policy conditioned on the instruction) and of the same model
+MetaWorld MT10 tasks from 20 scripted-expert demonstrations per task, two 64x64
+cameras (`workspace`, a close view of the table, and the wrist camera
+`gripperPOV`), the robot state and the current frame read directly by the expert,
+one multi-task policy conditioned on the instruction) and of the same model
 trained without the video loss (`model.video_loss_weight=0`): the paper's
 co-training claim, measured with the same cache, seed and training budget.
 Evaluation layouts come from `eval.seed` and never reuse a demonstration layout.
 Intervals are 95% Wilson score intervals over the evaluation episodes.
 
 Reproduce (on this 2-core CPU with nothing else running, estimated from the pilots
-below: demos ~11 min, cache ~18 min, then per arm 35-50 min of training and
-~20-25 min of evaluation for its 500 episodes; about 3 hours in all, much longer
+below: demos ~7 min, cache ~8 min, then per arm 35-50 min of training and
+~20-25 min of evaluation for its 500 episodes; about 2.5 hours in all, much longer
 on a loaded machine; a rerun skips whatever is done):
 
 ```bash
@@ -242,7 +242,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", default="bench")
     parser.add_argument("--tasks", nargs="+", help="MetaWorld tasks (demos and evaluation); default: the preset's MT10")
     parser.add_argument("--episodes", type=int, help="evaluation episodes per task (preset: 50)")
-    parser.add_argument("--demos", type=int, help="demonstrations per task (preset: 50)")
+    parser.add_argument("--demos", type=int, help="demonstrations per task (preset: 20)")
     parser.add_argument("--steps", type=int, help="training steps per arm (preset: 12000)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="markdown file to update")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
