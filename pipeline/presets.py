@@ -114,9 +114,9 @@ def bench() -> Config:
     cfg.demo.codec = Codec.h264_lossless
     # Sizing, measured on MT10 (pilots, 2-core machine, nothing else running): 66-90 samples/s for the full
     # model, ~130 for the action-only ablation (it skips the video pass); with the state and pixel paths below,
-    # the action-only arm ran at 102 (34.8 min), the full one at 61.5 (53.8 min). 12000 steps x 16 samples = 36-48 min of loop + ~1 min
-    # fixed: inside the 60-minute budget. Under load (27 samples/s was seen with other jobs
-    # running) it would not be: benchmarks/metaworld.py prints the measured time; lower train.steps if over.
+    # the action-only arm ran at 102 (34.8 min), the full one at 61.5 (53.8 min). 12000 steps x 16 samples =
+    # 35-54 min of loop + ~1 min fixed: inside the 60-minute budget. Under load (27 samples/s was seen with
+    # other jobs running) it would not be: benchmarks/metaworld.py prints the measured time; lower train.steps if over.
     cfg.train.steps = 12000
     # The expert reads the robot state and the current frame's pixels directly, beside the fused tokens: the
     # random VAE's 8x8 latents lose where small things are, and the state reached the actions only through
