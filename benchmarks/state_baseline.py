@@ -72,6 +72,12 @@ def stacked(samples: list[dict], weighted_steps: int = 0) -> tuple[torch.Tensor,
     return proprio, actions, mask, codes
 
 
+def task_balanced_weights(codes: torch.Tensor) -> torch.Tensor:
+    """[N, D] instruction codes -> [N] sampling weights under which every task is drawn equally often."""
+    _, task, counts = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
+    return 1.0 / counts[task].float()
+
+
 def fit_state_only(samples: list[dict], steps: int, batch_size: int, lr: float = 3e-4,
                    weighted_steps: int = 0, seed: int = 0) -> StateOnlyPolicy:
     """AdamW on the masked chunk MSE."""

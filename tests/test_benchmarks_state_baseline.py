@@ -62,3 +62,13 @@ def test_closed_loop_wrapper_takes_raw_state_and_returns_raw_actions():
     np.testing.assert_allclose(np.stack(chunks), 4 * normalized.numpy(), rtol=1e-5, atol=1e-5)
     with pytest.raises(KeyError, match="not in the training data"):
         loop_policy.act_batch([Request(image, raw_state, "c")])
+
+
+def test_task_balanced_weights_draw_a_rare_task_as_often_as_a_common_one():
+    codes = torch.tensor([[0.0, 1.0]] * 30 + [[1.0, 0.0]] * 10 + [[0.5, 0.5]] * 60)  # 30 / 10 / 60 samples
+    weights = baseline.task_balanced_weights(codes)
+    draws = torch.multinomial(weights, 30000, replacement=True, generator=torch.Generator().manual_seed(0))
+    share = torch.stack([(draws < 30).float().mean(), ((draws >= 30) & (draws < 40)).float().mean(),
+                         (draws >= 40).float().mean()])
+    np.testing.assert_allclose(share.numpy(), [1 / 3] * 3, atol=0.02)
+    assert torch.allclose(weights[:30], weights[0].expand(30))  # uniform within a task
