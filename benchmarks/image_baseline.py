@@ -15,7 +15,8 @@ frames the simulator renders, joined as the cache joins them. Same steps, sample
 per step and learning rate as the model's training. Run as a script, it fits the
 policy and rolls it out on the held-out layouts `pipeline.evaluate` uses:
 
-    MUJOCO_GL=egl .venv/bin/python benchmarks/image_baseline.py preset=bench [--shift 4] [--balance-tasks] [key=value ...]
+    MUJOCO_GL=egl .venv/bin/python benchmarks/image_baseline.py preset=bench [--shift 4] [--balance-tasks] \
+        [key=value ...]
 """
 
 from __future__ import annotations
@@ -160,8 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     text = {task: handle.text[key] for task, key in handle.manifest["text_keys"].items()}
     roll_out(cfg, handle, ImageChunkPolicy(policy, handle.stats, text),
              f"image-{handle.fingerprint[:12]}-{tr.steps}-shift{args.shift}{balanced}",
-             f"conv + spatial-softmax policy ({args.channels} keypoints, shift {args.shift}{balanced}): {len(samples)} samples, "
-             f"{tr.steps} steps x {batch}, fitted in {fit_s:.0f} s",
+             f"conv + spatial-softmax policy ({args.channels} keypoints, shift {args.shift}{balanced}): "
+             f"{len(samples)} samples, {tr.steps} steps x {batch}, fitted in {fit_s:.0f} s",
              {"model": "conv + spatial softmax", "steps": tr.steps, "batch": batch, "shift": args.shift,
               "channels": args.channels, "balance_tasks": args.balance_tasks, "fit_s": round(fit_s, 1)})
 
