@@ -15,7 +15,7 @@ frames the simulator renders, joined as the cache joins them. Same steps, sample
 per step and learning rate as the model's training. Run as a script, it fits the
 policy and rolls it out on the held-out layouts `pipeline.evaluate` uses:
 
-    MUJOCO_GL=egl .venv/bin/python benchmarks/image_baseline.py preset=bench [--shift 4] [--balance-tasks] \
+    MUJOCO_GL=egl .venv/bin/python benchmarks/image_baseline.py preset=bench [--shift 4] [--balance-tasks] \\
         [key=value ...]
 """
 
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     policy = fit_image_policy(samples, frames, tr.steps, batch, tr.lr, cfg.model.action_weighted_steps, tr.seed,
                               args.shift, args.channels, log_every=max(tr.steps // 10, 1),
                               balance_tasks=args.balance_tasks)
-    balanced = "-balanced" if args.balance_tasks else ""
     fit_s = time.perf_counter() - t0
+    balanced = "-balanced" if args.balance_tasks else ""
     text = {task: handle.text[key] for task, key in handle.manifest["text_keys"].items()}
     roll_out(cfg, handle, ImageChunkPolicy(policy, handle.stats, text),
              f"image-{handle.fingerprint[:12]}-{tr.steps}-shift{args.shift}{balanced}",
