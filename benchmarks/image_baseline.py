@@ -123,7 +123,8 @@ def sample_frames(cfg, handle, samples: list[dict]) -> torch.Tensor:
     wanted: dict[int, list[int]] = {}
     for i, s in enumerate(samples):
         wanted.setdefault(int(s["episode"]), []).append(i)
-    h, w = cfg.cache.image_height, cfg.cache.image_width
+    scale = cfg.cache.current_frame_scale if cfg.cache.current_frames else 1  # the frame the pixel path reads
+    h, w = cfg.cache.image_height * scale, cfg.cache.image_width * scale
     out = torch.zeros(len(samples), h, w * len(cameras), 3, dtype=torch.uint8)
     for episode, rows in wanted.items():
         index = np.array([int(samples[i]["frame"]) for i in rows])
@@ -136,7 +137,8 @@ class ImageChunkPolicy(StateOnlyChunkPolicy):
     """The fitted conv policy as an evaluation-loop policy: the rendered frame, raw state in, raw chunk out."""
 
     def normalized_chunks(self, requests, state: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-        return self.policy(to_unit(torch.from_numpy(np.stack([r.image for r in requests]))), state, onehot)
+        frames = [r.image if r.current is None else r.current for r in requests]  # as `sample_frames` read them
+        return self.policy(to_unit(torch.from_numpy(np.stack(frames))), state, onehot)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -147,7 +147,8 @@ def roll_out(cfg, handle, policy: StateOnlyChunkPolicy, name: str, described: st
     cameras = [camera_name(c) for c in handle.manifest["identity"]["data.cameras"]]
     envs = ev.env_specs(cfg, cameras, sorted(policy.codes))
     episodes = plan_episodes(envs, cfg.eval.episodes_per_task, cfg.eval.seed, 0, ev.demo_seeds(cfg))
-    settings = LoopSettings(cfg.cache.image_height, cfg.cache.image_width, cfg.eval.replan_every, cfg.demo.fps)
+    settings = LoopSettings(cfg.cache.image_height, cfg.cache.image_width, cfg.eval.replan_every, cfg.demo.fps,
+                            current_scale=cfg.cache.current_frame_scale if cfg.cache.current_frames else 1)
     console.print(f"{described} on cache {handle.fingerprint[:12]}; {len(envs)} task(s) x "
                   f"{cfg.eval.episodes_per_task} held-out episodes (seed {cfg.eval.seed}), replan every {cfg.eval.replan_every}")
     summary, results = ev.run(cfg, policy, episodes, settings)

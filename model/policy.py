@@ -13,6 +13,7 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from model.light_wam import LightWAM
+from model.vae import encode
 
 
 @dataclass
@@ -48,8 +49,10 @@ class LightWAMPolicy:
         self.device, self.dtype = param.device, param.dtype
 
     @torch.inference_mode()
-    def act(self, pixels: torch.Tensor, state: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """pixels [3, H, W] in [-1, 1] (cameras side by side), raw state [P], cached text [L, text_dim]."""
+    def act(self, pixels: torch.Tensor, state: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None,
+            current: torch.Tensor | None = None) -> torch.Tensor:
+        """pixels [3, H, W] in [-1, 1] (cameras side by side), raw state [P], cached text [L, text_dim];
+        `current` [3, sH, sW]: the same frame larger, for the pixel path of a model trained with it."""
         batch = {
             "current_pixels": pixels.to(self.device, self.vae.dtype)[None, :, None],
             "proprio": self.state_norm.normalize(state.to(self.device, torch.float32))[None].to(self.dtype),
@@ -57,5 +60,8 @@ class LightWAMPolicy:
         }
         if text_mask is not None:
             batch["text_mask"] = text_mask.to(self.device)[None]
+        if current is not None:  # the VAE reads `pixels`, the expert's pixel path the larger frame
+            batch["current_latent"] = encode(self.vae, batch["current_pixels"])
+            batch["current_pixels"] = current.to(self.device, self.vae.dtype)[None, :, None]
         actions = self.model.predict_actions(batch, vae=self.vae)[0]
         return self.action_norm.denormalize(actions.float())

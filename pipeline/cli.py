@@ -87,6 +87,11 @@ def load_config(argv: list[str] | None = None) -> tuple[Config, bool]:
     if cfg.model.expert.pixel_input and not cfg.cache.current_frames:
         raise ConfigError("model.expert.pixel_input=true trains on each sample's current frame: set "
                           "cache.current_frames=true as well (the cache is then built once more, with the frames)")
+    if cfg.cache.current_frame_scale < 1:
+        raise ConfigError(f"cache.current_frame_scale must be >= 1, got {cfg.cache.current_frame_scale}")
+    if cfg.cache.current_frame_scale > 1 and not cfg.cache.current_frames:
+        raise ConfigError("cache.current_frame_scale > 1 sizes the stored current frames: set "
+                          "cache.current_frames=true as well")
     return cfg, show
 
 

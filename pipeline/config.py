@@ -124,6 +124,9 @@ class CacheConfig:
     device: str = "auto"  # auto = cuda actors when the cluster has GPUs, else cpu
     max_reject_fraction: float = 0.1  # fail the run when more episodes than this are rejected
     current_frames: bool = False  # also store each sample's current frame (uint8), for model.expert.pixel_input
+    # ... at this multiple of image_height x image_width (the VAE's clips stay at the image size): small things
+    # are read from more pixels. Needs demo videos at least that large (MetaWorld: demo.width/height).
+    current_frame_scale: int = 1
     vae: VaeConfig = field(default_factory=VaeConfig)
     text: TextConfig = field(default_factory=TextConfig)
 

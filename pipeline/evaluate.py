@@ -180,7 +180,8 @@ def evaluate_model(cfg: Config, show_progress: bool = True) -> dict[str, Any]:
     else:
         episodes = plan_episodes(envs, cfg.eval.episodes_per_task, cfg.eval.seed, cfg.eval.videos_per_task,
                                  demo_seeds(cfg))
-    settings = LoopSettings(info.image_height, info.image_width, cfg.eval.replan_every, cfg.demo.fps)
+    settings = LoopSettings(info.image_height, info.image_width, cfg.eval.replan_every, cfg.demo.fps,
+                            current_scale=info.current_frame_scale)
     console.print(f"evaluating {ref.uri} ({ref.label}): {len(envs)} task(s) x {cfg.eval.episodes_per_task} episodes "
                   f"on {cfg.eval.layouts.value} layouts, {cfg.eval.num_workers} worker(s), "
                   f"replan every {cfg.eval.replan_every} of {info.action_horizon}")

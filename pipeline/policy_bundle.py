@@ -34,6 +34,7 @@ class PolicyInfo:
     action_horizon: int
     tasks: list[str]
     cache_fingerprint: str
+    current_frame_scale: int = 1  # the expert's pixel path reads the frame this much larger (cache.current_frame_scale)
 
 
 @dataclass
@@ -42,11 +43,12 @@ class LoadedPolicy:
     info: PolicyInfo
     text: dict[str, tuple[torch.Tensor, torch.Tensor]]  # task -> (embedding [L, D], mask [L])
 
-    def act(self, pixels: torch.Tensor, state: torch.Tensor, task: str) -> torch.Tensor:
+    def act(self, pixels: torch.Tensor, state: torch.Tensor, task: str,
+            current: torch.Tensor | None = None) -> torch.Tensor:
         if task not in self.text:
             raise KeyError(f"task {task!r} was not in the training data; known: {sorted(self.text)}")
         emb, mask = self.text[task]
-        return self.policy.act(pixels, state, emb, mask)
+        return self.policy.act(pixels, state, emb, mask, current)
 
 
 def write_bundle(out: Path, model_file: Path, cfg: Config, cache: CacheHandle) -> Path:
@@ -61,7 +63,8 @@ def write_bundle(out: Path, model_file: Path, cfg: Config, cache: CacheHandle) -
         tensors[f"{i}.mask"] = torch.as_tensor(np.asarray(mask, dtype=bool))
     save_file(tensors, str(out / "text.safetensors"))
     info = PolicyInfo(cameras=list(cache.manifest["identity"]["data.cameras"]), image_height=cfg.cache.image_height, image_width=cfg.cache.image_width,
-                      action_horizon=cfg.model.action_horizon, tasks=tasks, cache_fingerprint=cache.fingerprint)
+                      action_horizon=cfg.model.action_horizon, tasks=tasks, cache_fingerprint=cache.fingerprint,
+                      current_frame_scale=int(cache.manifest["identity"].get("cache.current_frame_scale", 1)))
     meta = {"info": asdict(info), "stats": cache.stats, "vae": asdict(cfg.cache.vae),
             "vae_weights_sha256": cache.manifest["vae"]["weights_sha256"]}
     (out / "policy.json").write_text(json.dumps(meta, indent=2))

@@ -70,7 +70,8 @@ def run_pipeline(cfg: Config, root: Path, cache_dir: Path, cameras: list[str], t
     actors = min(c.encode_actors, gpus) if use_gpu else max(1, c.encode_actors)
     threads = c.encode_threads or max(1, int(ray.cluster_resources().get("CPU", 1)) // actors)
     decode = DecodeSpec(str(root), cameras, cfg.data.state_key, cfg.data.action_key,
-                        ClipGeometry.from_config(c), c.image_height, c.image_width, text_keys)
+                        ClipGeometry.from_config(c), c.image_height, c.image_width, text_keys,
+                        c.current_frame_scale if c.current_frames else 1)
     encode = EncodeSpec(c.vae, "cuda" if use_gpu else "cpu", c.dtype, c.encode_batch_size, 0 if use_gpu else threads,
                         c.current_frames)
 

@@ -60,7 +60,8 @@ class BundlePolicy:
     def act_batch(self, requests: list[Request]) -> list[np.ndarray]:
         pixels = to_pixels(np.stack([r.image for r in requests]))
         states = torch.from_numpy(np.stack([r.state for r in requests]))
-        chunks = act_batch(self.loaded, pixels, states, [r.instruction for r in requests])
+        current = to_pixels(np.stack([r.current for r in requests])) if requests[0].current is not None else None
+        chunks = act_batch(self.loaded, pixels, states, [r.instruction for r in requests], current)
         return list(chunks.numpy())
 
 
@@ -72,10 +73,13 @@ def require_known(tasks: list[str], known) -> None:
 
 
 @torch.inference_mode()
-def act_batch(loaded, pixels: torch.Tensor, states: torch.Tensor, tasks: list[str]) -> torch.Tensor:
+def act_batch(loaded, pixels: torch.Tensor, states: torch.Tensor, tasks: list[str],
+              current: torch.Tensor | None = None) -> torch.Tensor:
     """pixels [B, 3, H, W] in [-1, 1], raw states [B, P], task texts -> raw action chunks [B, H, A].
 
-    The batched twin of `LightWAMPolicy.act`: same normalization, one forward pass for B observations.
+    `current` [B, 3, sH, sW]: the same frames larger, for a policy trained with cache.current_frame_scale > 1
+    (the VAE reads `pixels`, the expert's pixel path `current`). The batched twin of `LightWAMPolicy.act`:
+    same normalization, one forward pass for B observations.
     """
     require_known(tasks, loaded.text)
     policy = loaded.policy
@@ -91,5 +95,10 @@ def act_batch(loaded, pixels: torch.Tensor, states: torch.Tensor, tasks: list[st
         "text": emb.to(policy.device, policy.dtype),
         "text_mask": mask.to(policy.device),
     }
+    if current is not None:
+        from model.vae import encode
+
+        batch["current_latent"] = encode(policy.vae, batch["current_pixels"])
+        batch["current_pixels"] = current.to(policy.device, policy.vae.dtype)[:, :, None]
     actions = policy.model.predict_actions(batch, vae=policy.vae)
     return policy.action_norm.denormalize(actions.float()).cpu()

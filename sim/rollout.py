@@ -63,6 +63,7 @@ class LoopSettings:
     replan_every: int  # execute the first k actions of each chunk
     fps: int = 20  # of the rollout videos
     with_expert: bool = False  # attach the scripted expert's action to each request (MetaWorld)
+    current_scale: int = 1  # > 1: also the frame at this multiple of the image size (cache.current_frame_scale)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Request:
     state: np.ndarray  # float32 [P] raw proprio
     instruction: str
     expert: np.ndarray | None = None  # privileged expert action (test/benchmark policies only)
+    current: np.ndarray | None = None  # uint8 [sH, sW * ncam, 3]: the same frame larger, with current_scale > 1
 
 
 @dataclass
@@ -172,9 +174,12 @@ class Worker:
     def _request(self) -> Request:
         assert self.env is not None
         s = self.settings
-        image = join_cameras(self.obs["images"], list(self.env.cameras), s.image_height, s.image_width)
+        cameras = list(self.env.cameras)
+        image = join_cameras(self.obs["images"], cameras, s.image_height, s.image_width)
+        current = join_cameras(self.obs["images"], cameras, s.image_height * s.current_scale,
+                               s.image_width * s.current_scale) if s.current_scale > 1 else None
         expert = self.env.expert_action() if s.with_expert else None  # type: ignore[attr-defined]
-        return Request(image, np.asarray(self.obs["state"], dtype=np.float32), self.env.instruction, expert)
+        return Request(image, np.asarray(self.obs["state"], dtype=np.float32), self.env.instruction, expert, current)
 
     def close(self) -> None:
         if self.env is not None:

@@ -23,6 +23,7 @@ from stages import video
 from stages.lerobot import Episode, LeRobotDataset
 from stages.plan import ClipGeometry, plan_episode
 from stages.provenance import node_id
+from stages.shards import OPTIONAL_ARRAYS
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class DecodeSpec:
     height: int  # per camera
     width: int  # per camera
     text_keys: dict[str, str]  # task text -> text embedding key
+    current_scale: int = 1  # > 1: also each sample's current frame at this multiple of height x width
 
 
 class EpisodeRejected(Exception):
@@ -128,19 +130,24 @@ class DecodeGroup:
         _check_video_length(dataset, episode)
         plan = plan_episode(episode.length, spec.geometry)
         needed = plan.needed_frames
-        views = []
+        clip_index = np.searchsorted(needed, plan.video_index).astype(np.int32)
+        views, current = [], []
         for camera in spec.cameras:
             decoders[str(episode.videos[camera].path)] = video.decoder_for(episode.videos[camera].path)
             images = dataset.read_images(episode, camera, needed)
             if len(images) != len(needed):
                 raise EpisodeRejected(f"{camera}: got {len(images)} frames, asked for {len(needed)}")
             views.append(resize(images, spec.height, spec.width))
+            if spec.current_scale > 1:
+                current.append(resize(images[clip_index[:, 0]], spec.height * spec.current_scale,
+                                      spec.width * spec.current_scale))
         meta = [{"episode": episode.index, "frame": int(t), "task": episode.task,
                  "task_index": episode.task_index, "text_key": spec.text_keys[episode.task]}
                 for t in plan.starts]
-        return {
+        extra = {"current_frame": np.concatenate(current, axis=2)} if current else {}
+        return extra | {
             "frames": np.concatenate(views, axis=2),  # cameras side by side
-            "clip_index": np.searchsorted(needed, plan.video_index).astype(np.int32),
+            "clip_index": clip_index,
             "video_pad": plan.video_pad,
             "actions": rows.action[plan.action_index],
             "action_mask": plan.action_mask,
@@ -159,6 +166,7 @@ def _concat(parts: list[dict], spec: DecodeSpec) -> dict:
                 "action_mask": np.zeros((0, spec.geometry.action_horizon), bool),
                 "proprio": np.zeros((0, 0), np.float32), "meta": "[]"}
     cat = {k: np.concatenate([p[k] for p in parts]) for k in
-           ("frames", "clip_index", "video_pad", "actions", "action_mask", "proprio")}
+           ("frames", "clip_index", "video_pad", "actions", "action_mask", "proprio") + OPTIONAL_ARRAYS
+           if k in parts[0]}
     cat["meta"] = json.dumps([m for p in parts for m in p["meta"]])
     return cat

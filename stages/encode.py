@@ -90,7 +90,7 @@ class VaeEncoder:
         rows = []
         for i in range(len(batch["shard"])):
             row = {k: v[i] for k, v in batch.items()}
-            if self.spec.current_frames:
+            if self.spec.current_frames and "current_frame" not in row:  # else decoded at current_scale
                 row["current_frame"] = np.ascontiguousarray(row["frames"][row["clip_index"][:, 0]])
             row["latents"] = self.encode_clips(row.pop("frames"), row["clip_index"])
             row["t_encode"] = time.perf_counter() - start

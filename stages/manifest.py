@@ -41,7 +41,9 @@ def cache_identity(cfg: Config, dataset_fingerprint: str, cameras: list[str], va
         "cache.dtype": c.dtype,
         "cache.vae": vae_id,
         "cache.text": text_id,
-    } | ({"cache.current_frames": True} if c.current_frames else {})  # absent when off: older caches stay valid
+    } | ({"cache.current_frames": True} if c.current_frames else {}) \
+      | ({"cache.current_frame_scale": c.current_frame_scale} if c.current_frame_scale != 1 else {})
+    # (both absent at their defaults: older caches stay valid)
 
 
 def identify(cfg: Config, reader) -> dict:

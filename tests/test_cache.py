@@ -20,9 +20,9 @@ import torch
 
 from conftest import subprocess_env
 from lerobot_fixtures import write_v3_dataset, write_v21_dataset
-from pipeline.cli import load_config
+from pipeline.cli import ConfigError, load_config
 from pipeline.preprocess import preprocess
-from sim.observation import to_pixels
+from sim.observation import camera_name, join_cameras, to_pixels
 from stages.cache_loader import BATCH_KEYS, CacheMismatchError, open_cache, read_shard
 from stages.decode import resize
 from stages.lerobot import LeRobotDataset
@@ -113,6 +113,28 @@ def test_shards_hold_expected_shapes_and_exact_source_values(clean, data):
     actions = np.concatenate(exp.actions)
     assert np.allclose(manifest["stats"]["actions"]["min"], actions.min(0))
     assert np.allclose(manifest["stats"]["actions"]["std"], actions.std(0), atol=1e-5)
+
+
+def test_scaled_current_frames_are_what_the_sim_loop_feeds_and_leave_the_latents_alone(clean, data, tmp_path):
+    """cache.current_frame_scale=2: the pixel path reads each frame at 2x the VAE's size; nothing else moves."""
+    cfg, result = clean
+    scaled = config(data[0] / "h264", tmp_path / "scaled", *CLEAN, "cache.current_frame_scale=2")
+    out = preprocess(scaled)
+    assert out.ok, out.message
+    assert out.fingerprint != result.fingerprint  # another cache: a policy can tell which frames it trained on
+    assert read_manifest(out.cache_dir)["identity"]["cache.current_frame_scale"] == 2
+    reader = LeRobotDataset(data[0] / "h264", cameras=list(CAMERAS))
+    episodes = {e.index: e for e in reader.episodes}
+    before = samples_of(result.cache_dir)
+    for key, s in samples_of(out.cache_dir).items():
+        ep, t = map(int, key.split("/"))
+        decoded = {camera_name(c): reader.read_images(episodes[ep], c, np.array([t]))[0] for c in CAMERAS}
+        names = [camera_name(c) for c in CAMERAS]
+        assert np.array_equal(s["current_frame"], join_cameras(decoded, names, 64, 64))  # as sim.rollout asks
+        np.testing.assert_array_equal(s["current_latent"], before[key]["current_latent"])
+        np.testing.assert_array_equal(s["video_latents"], before[key]["video_latents"])
+    with pytest.raises(ConfigError, match="current_frames=true"):
+        config(data[0] / "h264", tmp_path / "x", "cache.current_frame_scale=2")
 
 
 def test_no_member_is_a_pickle(clean):

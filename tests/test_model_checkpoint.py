@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from model.light_wam import build_model
 from model.policy import LightWAMPolicy, MinMax
-from model.vae import build_vae
+from model.vae import build_vae, encode
 from pipeline.config import VaeConfig
 from tests.test_model import one_thread, randomize_lora, tiny_batch, tiny_config  # noqa: F401
 
@@ -76,3 +76,26 @@ def test_policy_acts_from_pixels_in_raw_units():
     assert got.shape == (cfg.action_horizon, cfg.action_dim)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(action_norm.normalize(action_norm.denormalize(got)), got, rtol=1e-5, atol=1e-5)
+
+
+def test_policy_encodes_the_small_frame_and_reads_the_larger_one_with_its_pixel_path():
+    """cache.current_frame_scale > 1: the VAE sees the frame at the cache's size, the keypoints at 2x."""
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    cfg.expert.pixel_input = True
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        model.expert.pixel_proj[-1].weight.normal_(std=10.0)  # zero at init: make the pixel path count
+    vae = build_vae(VaeConfig(base_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1))
+    norm = MinMax(torch.full((cfg.proprio_dim,), -1.0), torch.full((cfg.proprio_dim,), 1.0))
+    small, large = -torch.ones(3, 64, 128), -torch.ones(3, 128, 256)
+    small[:, 40:56, 90:120] = 1.0  # one bright patch, placed elsewhere in each frame
+    large[:, 8:40, 8:60] = 1.0
+    state, text = torch.rand(cfg.proprio_dim) * 2 - 1, torch.randn(6, cfg.backbone.text_dim)
+    policy = LightWAMPolicy(model, vae, norm, MinMax(torch.full((cfg.action_dim,), -1.0), torch.ones(cfg.action_dim)))
+    got = policy.act(small, state, text, current=large)
+    want = policy.model.predict_actions({"current_latent": encode(vae, small[None, :, None]),
+                                         "current_pixels": large[None, :, None], "proprio": state[None],
+                                         "text": text[None]})[0]
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert (got - policy.act(small, state, text)).abs().max() > 1e-3  # the larger frame was read
