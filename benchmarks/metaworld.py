@@ -200,8 +200,9 @@ def markdown(results: list[ArmResult], overrides: list[str], machine_line: str) 
     fps = {r.fingerprint for r in results}
     lines = [
         f"- machine: {machine_line}",
-        f"- configuration: `{' '.join(overrides)}`; {len(cfg.demo.tasks)} tasks x {cfg.demo.episodes_per_task} demos "
-        f"(seed {cfg.demo.seed}); {tc.steps} steps x {tc.num_workers} workers x batch {tc.batch_size} = {samples} "
+        f"- configuration: `{' '.join(overrides)}`; {len(cfg.demo.tasks)} tasks x {cfg.demo.episodes_per_task} demos"
+        f"{''.join(f', {t}: {n}' for t, n in cfg.demo.episodes_by_task.items())} (seed {cfg.demo.seed}); "
+        f"{tc.steps} steps x {tc.num_workers} workers x batch {tc.batch_size} = {samples} "
         f"samples per arm, train seed {tc.seed}; evaluation {cfg.eval.episodes_per_task} episodes per task "
         f"(seed {cfg.eval.seed}), replan every {cfg.eval.replan_every}",
         f"- cache: {', '.join(sorted(f[:12] for f in fps))}" + ("" if len(fps) == 1 else " (NOT shared: arms differ)"),

@@ -48,6 +48,9 @@ class DemoConfig:
 
     tasks: list[str] = field(default_factory=lambda: ["reach-v3", "drawer-close-v3", "button-press-topdown-v3"])
     episodes_per_task: int = 10  # 30 episodes: ~1 min on a loaded 2-core CPU
+    # Per-task exceptions to episodes_per_task, e.g. more layouts for the tasks whose goal must be read
+    # from the pixels: `demo.episodes_by_task={reach-v3: 60}`.
+    episodes_by_task: dict[str, int] = field(default_factory=dict)
     seed: int = 0
     # a close scene view and the wrist view (MetaWorld names; corner* renders are rotated upright)
     cameras: list[str] = field(default_factory=lambda: ["corner", "gripperPOV"])
@@ -66,6 +69,10 @@ class DemoConfig:
     # in the demos and in evaluation, to measure what the policy does once the goal needs no reading from
     # pixels. Set model.proprio_dim to 7 with it. Evaluations of such a policy never crown.
     goal_in_state: bool = False
+
+    def episodes(self, task: str) -> int:
+        """How many demonstrations `task` gets."""
+        return self.episodes_by_task.get(task, self.episodes_per_task)
 
 
 @dataclass

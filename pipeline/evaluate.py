@@ -67,7 +67,7 @@ def demo_seeds(cfg: Config):
         if env.task not in cfg.demo.tasks:
             return set()
         index = cfg.demo.tasks.index(env.task)
-        return {episode_seed(cfg.demo.seed, index, a) for a in range(ATTEMPTS_PER_EPISODE * cfg.demo.episodes_per_task)}
+        return {episode_seed(cfg.demo.seed, index, a) for a in range(ATTEMPTS_PER_EPISODE * cfg.demo.episodes(env.task))}
 
     return seeds
 

@@ -101,7 +101,7 @@ def _record_in_worker(demo: DemoConfig, key: Key) -> Episode:
 def worker_count(demo: DemoConfig) -> int:
     """`demo.workers`, or one per CPU (0), never more than there are episodes to record."""
     wanted = demo.workers or os.cpu_count() or 1
-    return max(1, min(wanted, len(demo.tasks) * demo.episodes_per_task))
+    return max(1, min(wanted, sum(demo.episodes(t) for t in demo.tasks)))
 
 
 class EpisodeRecorder:

@@ -55,10 +55,11 @@ def demo_config_hash(demo: DemoConfig) -> str:
 def _demo_dict(demo: DemoConfig) -> dict:
     """The fields that shape the dataset (`workers` only changes how fast it is made).
 
-    `action_noise` and `goal_in_state` join only when set, so datasets made before they existed keep their hash.
+    `action_noise`, `goal_in_state` and `episodes_by_task` join only when set, so datasets made before they
+    existed keep their hash.
     """
     fields = {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(demo).items() if k != "workers"}
-    for optional in ("action_noise", "goal_in_state"):
+    for optional in ("action_noise", "goal_in_state", "episodes_by_task"):
         if not fields[optional]:
             del fields[optional]
     return fields
@@ -100,6 +101,11 @@ def _validate(demo: DemoConfig) -> None:
     problems = []
     if not demo.tasks or demo.episodes_per_task < 1:
         problems.append("demo.tasks must name at least one task and demo.episodes_per_task must be >= 1")
+    stray = sorted(set(demo.episodes_by_task) - set(demo.tasks))
+    if stray:
+        problems.append(f"demo.episodes_by_task names task(s) {stray} that are not in demo.tasks {demo.tasks}")
+    if any(n < 1 for n in demo.episodes_by_task.values()):
+        problems.append(f"demo.episodes_by_task counts must be >= 1, got {demo.episodes_by_task}")
     unknown = [t for t in demo.tasks if t not in task_names()]
     if unknown:
         problems.append(f"unknown task(s) {unknown}; available: {', '.join(task_names())}")
@@ -119,18 +125,19 @@ def _validate(demo: DemoConfig) -> None:
 
 def _record_all(demo: DemoConfig, writer: LeRobotV3Writer, show_progress: bool) -> tuple[int, int, int]:
     """Episodes in task order, attempts in order, failed layouts redrawn: the same dataset for any worker count."""
-    total = len(demo.tasks) * demo.episodes_per_task
+    total = sum(demo.episodes(t) for t in demo.tasks)
     episodes = frames = attempts = 0
     workers = worker_count(demo)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with (Progress(*columns, console=console, disable=not show_progress, transient=False) as progress,
           EpisodeRecorder(demo, workers) as recorder):
         bar = progress.add_task(f"demo episodes ({workers} worker{'s' * (workers > 1)})", total=total)
-        recorder.expect([(t, a) for t in range(len(demo.tasks)) for a in range(demo.episodes_per_task)])
+        recorder.expect([(t, a) for t, task in enumerate(demo.tasks) for a in range(demo.episodes(task))])
         for task_index, task in enumerate(demo.tasks):
-            kept, max_attempts = 0, ATTEMPTS_PER_EPISODE * demo.episodes_per_task
+            wanted = demo.episodes(task)
+            kept, max_attempts = 0, ATTEMPTS_PER_EPISODE * wanted
             for attempt in range(max_attempts):
-                if kept == demo.episodes_per_task:
+                if kept == wanted:
                     break
                 progress.update(bar, description=f"{task} (attempt {attempt + 1})")
                 episode = recorder.get((task_index, attempt))
@@ -140,7 +147,7 @@ def _record_all(demo: DemoConfig, writer: LeRobotV3Writer, show_progress: bool) 
                 writer.add_episode(episode.instruction, episode.states, episode.actions, episode.images, episode.seed)
                 kept, episodes, frames = kept + 1, episodes + 1, frames + len(episode.states)
                 progress.advance(bar)
-            if kept < demo.episodes_per_task:
+            if kept < wanted:
                 raise DemoError(
                     f"the scripted expert for '{task}' succeeded in only {kept} of {max_attempts} attempts "
                     f"within demo.max_steps={demo.max_steps}; raise demo.max_steps, set demo.keep_failed=true "

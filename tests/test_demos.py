@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import Codec, Config, DemoConfig
-from sim.demos import MARKER, DemoError, demo_config_hash, ensure_demo_dataset, episode_seed, generate, record_episode
+from sim.demos import ATTEMPTS_PER_EPISODE, MARKER, DemoError, demo_config_hash, ensure_demo_dataset, episode_seed, generate, record_episode
 from sim.metaworld_env import VIRTUAL_CAMERAS, FreeCamera, MetaWorldEnv, instruction_for
 from stages.lerobot import LeRobotDataset
 
@@ -36,7 +36,7 @@ def expected_episodes(demo: DemoConfig):
     for task_index, task in enumerate(demo.tasks):
         with MetaWorldEnv(task, demo.cameras, demo.width, demo.height, demo.max_steps) as env:
             count, attempt = 0, 0
-            while count < demo.episodes_per_task:
+            while count < demo.episodes(task):
                 episode = record_episode(env, episode_seed(demo.seed, task_index, attempt))
                 outcomes.append(episode.success)
                 if episode.success or demo.keep_failed:
@@ -316,6 +316,27 @@ def test_round_trip_through_the_reader(tiny: Path):
             assert decoded.shape == truth.images[camera].shape and decoded.dtype == np.uint8
             error = np.abs(decoded.astype(np.int16) - truth.images[camera].astype(np.int16)).mean()
             assert error < 10, f"episode {episode.index} {camera}: mean abs error {error:.1f}"
+
+
+def test_episodes_by_task_gives_one_task_more_layouts_and_evaluation_avoids_them_all(tmp_path: Path):
+    from pipeline.evaluate import demo_seeds
+    from sim.rollout import EnvSpec
+
+    demo = replace(TINY, cameras=["corner"], episodes_by_task={"reach-v3": 3})
+    expected, _ = expected_episodes(demo)
+    summary = generate(demo, tmp_path / "ds", show_progress=False)
+    assert summary.episodes == len(expected) == 4
+    episodes = pq.read_table(tmp_path / "ds/meta/episodes/chunk-000/file-000.parquet").to_pandas()
+    assert [tasks[0] for tasks in episodes["tasks"]] == [instruction_for("reach-v3")] * 3 + [instruction_for("push-v3")]
+    assert [int(s) for s in episodes["layout_seed"]] == [e.seed for e in expected]
+    # the per-task count shapes the dataset, so it changes the hash; unset, it leaves older hashes alone
+    assert demo_config_hash(demo) != demo_config_hash(replace(demo, episodes_by_task={}))
+    # evaluation skips every layout the generator may have drawn for reach's three demos
+    seeds = demo_seeds(Config(demo=demo))(EnvSpec("metaworld", "metaworld", "reach-v3", ("corner",), 32, 32, 50))
+    assert {e.seed for e in expected[:3]} <= seeds
+    assert len(seeds) == ATTEMPTS_PER_EPISODE * 3
+    with pytest.raises(DemoError, match="episodes_by_task names task.*door-open-v3"):
+        generate(replace(demo, episodes_by_task={"door-open-v3": 2}), tmp_path / "bad", show_progress=False)
 
 
 def test_bad_demo_config_is_rejected_before_simulating(tmp_path: Path):
