@@ -258,6 +258,16 @@ class EvalConfig:
 
 
 @dataclass
+class DaggerConfig:
+    """On-policy data (`python -m pipeline.dagger model=...`): the policy drives, the scripted expert labels."""
+
+    model: str = ""  # the policy that drives: models:/name@alias, models:/name/3, runs:/id/path or a bundle dir
+    episodes_per_task: int = 20
+    seed: int = 2000  # layout seeds derive from it; never a demo, evaluation or already recorded layout
+    out: str = ""  # the new dataset (training data + on-policy episodes); empty = <workdir>/datasets/dagger-<model>
+
+
+@dataclass
 class TrackingConfig:
     uri: str = ""  # empty = $MLFLOW_TRACKING_URI or sqlite in the workdir
     experiment: str = "light-wam"
@@ -282,5 +292,6 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    dagger: DaggerConfig = field(default_factory=DaggerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

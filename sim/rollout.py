@@ -64,6 +64,7 @@ class LoopSettings:
     fps: int = 20  # of the rollout videos
     with_expert: bool = False  # attach the scripted expert's action to each request (MetaWorld)
     current_scale: int = 1  # > 1: also the frame at this multiple of the image size (cache.current_frame_scale)
+    record_trace: bool = False  # keep every visited state with the expert's action there (DAgger, MetaWorld)
 
 
 @dataclass
@@ -78,6 +79,18 @@ class Request:
 
 
 @dataclass
+class Trace:
+    """What an episode visited, labelled by the scripted expert: row t is the observation before action t.
+
+    `actions` are the expert's actions at those states, not the ones the policy executed (DAgger's labels).
+    """
+
+    states: np.ndarray  # float32 [T, P]
+    actions: np.ndarray  # float32 [T, A]
+    images: dict[str, np.ndarray]  # simulator camera -> uint8 [T, H, W, 3] at the render size
+
+
+@dataclass
 class EpisodeResult:
     suite: str
     task: str
@@ -87,9 +100,10 @@ class EpisodeResult:
     steps: int
     seconds: float
     video: bytes | None = None
+    trace: Trace | None = None
 
     def summary(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "video"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("video", "trace")}
 
 
 @dataclass
@@ -147,6 +161,7 @@ class Worker:
         self.current, self.steps, self.started = episode, 0, time.perf_counter()
         self.obs = self.env.reset(episode.seed)
         self.frames: list[np.ndarray] = []
+        self.visited: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
         self._record()
 
     def _execute(self, chunk: np.ndarray) -> EpisodeResult | None:
@@ -163,10 +178,24 @@ class Worker:
         episode, self.current = self.current, None
         video = encode_mp4(self.frames, self.settings.fps) if self.frames else None
         return EpisodeResult(episode.env.suite, episode.env.task, episode.episode, episode.seed, success,
-                             self.steps, time.perf_counter() - self.started, video)
+                             self.steps, time.perf_counter() - self.started, video, self._trace())
+
+    def _trace(self) -> Trace | None:
+        """The states before each executed action (the last observation had no action taken in it)."""
+        if not self.settings.record_trace:
+            return None
+        visited = self.visited[: self.steps]
+        cameras = visited[0][2].keys()
+        return Trace(np.stack([v[0] for v in visited]), np.stack([v[1] for v in visited]),
+                     {c: np.stack([v[2][c] for v in visited]) for c in cameras})
 
     def _record(self) -> None:
         assert self.current is not None and self.env is not None
+        if self.settings.record_trace:
+            images = self.obs["images"]
+            self.visited.append((np.asarray(self.obs["state"], dtype=np.float32),
+                                 np.asarray(self.env.expert_action(), dtype=np.float32),  # type: ignore[attr-defined]
+                                 {c: images[c] for c in self.env.cameras}))
         if self.current.record_video:
             images = self.obs["images"]
             self.frames.append(np.concatenate([images[c] for c in self.env.cameras], axis=1))
