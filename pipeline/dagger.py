@@ -41,17 +41,24 @@ from stages.lerobot import LeRobotDataset
 MARKER = "dagger.json"  # written last: what the dataset holds and where it came from
 
 
-def layout_seeds(root: Path) -> dict[str, set[int]]:
-    """Instruction -> the layout seeds a dataset's episodes were recorded on (none if it does not say)."""
+def recorded_layouts(root: Path) -> list[tuple[int, str, int]]:
+    """(episode index, instruction, layout seed) of each episode of a dataset that records its layouts."""
     path = root / EPISODES_PATH
     if not path.is_file():
-        return {}
+        return []
     table = pq.read_table(path)
     if "layout_seed" not in table.column_names:
-        return {}
+        return []
+    return [(int(i), tasks[0], int(seed)) for i, tasks, seed in zip(table.column("episode_index").to_pylist(),
+                                                                     table.column("tasks").to_pylist(),
+                                                                     table.column("layout_seed").to_pylist())]
+
+
+def layout_seeds(root: Path) -> dict[str, set[int]]:
+    """Instruction -> the layout seeds a dataset's episodes were recorded on (none if it does not say)."""
     seeds: dict[str, set[int]] = {}
-    for tasks, seed in zip(table.column("tasks").to_pylist(), table.column("layout_seed").to_pylist()):
-        seeds.setdefault(tasks[0], set()).add(int(seed))
+    for _, instruction, seed in recorded_layouts(root):
+        seeds.setdefault(instruction, set()).add(seed)
     return seeds
 
 
@@ -78,7 +85,7 @@ def write_dataset(source: LeRobotDataset, results: list[EpisodeResult], instruct
     from sim.metaworld_env import ACTION_NAMES, GOAL_NAMES, STATE_NAMES
 
     cameras = [camera_name(k) for k in source.camera_keys]
-    seeds = _seeds_by_index(source.root)
+    seeds = {index: seed for index, _, seed in recorded_layouts(source.root)}
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -103,16 +110,6 @@ def write_dataset(source: LeRobotDataset, results: list[EpisodeResult], instruct
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return len(source.episodes), sum(r.trace is not None and len(r.trace.states) > 0 for r in results)
-
-
-def _seeds_by_index(root: Path) -> dict[int, int]:
-    path = root / EPISODES_PATH
-    if not path.is_file():
-        return {}
-    table = pq.read_table(path)
-    if "layout_seed" not in table.column_names:
-        return {}
-    return dict(zip(table.column("episode_index").to_pylist(), map(int, table.column("layout_seed").to_pylist())))
 
 
 def collect(cfg: Config, show_progress: bool = True) -> dict[str, Any]:
