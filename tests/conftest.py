@@ -14,6 +14,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
+@pytest.fixture(autouse=True)
+def tracking_uri_stays_put():
+    """`mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI: undo it after every test.
+
+    Otherwise one in-process test's store leaks into every later test's
+    `python -m pipeline.*` subprocess, which honours that variable.
+    """
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """An embedded cluster on 127.0.0.1 (auth off: loopback only); yields its GCS address."""

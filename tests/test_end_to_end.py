@@ -27,7 +27,8 @@ RUN_NAME_TAG, FINGERPRINT_TAG = "lightwam.run_name", "lightwam.cache_fingerprint
 
 
 def pipeline_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # embedded cluster, as by default
+    # embedded cluster and the workdir's own MLflow store, as by default
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", MUJOCO_GL="egl", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2",
                COLUMNS="200")  # wide enough that compare's table keeps whole names
     return env
