@@ -49,12 +49,12 @@ class ImagePolicy(StateOnlyPolicy):
     """(pixels [B, 3, H, W] in [-1, 1], proprio [B, P], instruction) -> chunk [B, H, A]."""
 
     def __init__(self, task_codes: torch.Tensor, proprio_dim: int, horizon: int, action_dim: int,
-                 channels: int = 32, hidden: int = 256) -> None:
+                 channels: int = 32, hidden: int = 256, film: bool = False) -> None:
         super().__init__(task_codes, proprio_dim + 2 * channels, horizon, action_dim, hidden)
-        self.encoder = PixelKeypoints(channels)
+        self.encoder = PixelKeypoints(channels, condition_dim=len(task_codes) if film else 0)
 
     def forward(self, pixels: torch.Tensor, proprio: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-        points = self.encoder(pixels.float())
+        points = self.encoder(pixels.float(), onehot if self.encoder.film is not None else None)
         return super().forward(torch.cat([points, proprio.float()], 1), onehot)
 
     @torch.inference_mode()
@@ -80,11 +80,12 @@ def to_unit(frames: torch.Tensor) -> torch.Tensor:
 
 def fit_image_policy(samples: list[dict], frames: torch.Tensor, steps: int, batch_size: int, lr: float = 3e-4,
                      weighted_steps: int = 0, seed: int = 0, shift: int = 4, channels: int = 32,
-                     log_every: int = 0, balance_tasks: bool = False) -> ImagePolicy:
+                     log_every: int = 0, balance_tasks: bool = False, film: bool = False) -> ImagePolicy:
     """AdamW on the masked chunk MSE; `frames` uint8 [N, H, W, 3] is each sample's current frame.
 
     `balance_tasks` draws every task equally often instead of every sample: tasks with short episodes
-    (reach, pick-place, push: 7-8% of the MT10 samples each) then get a tenth of the steps."""
+    (reach, pick-place, push: 7-8% of the MT10 samples each) then get a tenth of the steps. `film` conditions
+    the keypoint convolutions on the instruction (`PixelKeypoints(condition_dim=...)`)."""
     if len(frames) != len(samples):
         raise ValueError(f"{len(samples)} samples but {len(frames)} frames")
     proprio, actions, mask, codes = stacked(samples, weighted_steps)
@@ -92,7 +93,7 @@ def fit_image_policy(samples: list[dict], frames: torch.Tensor, steps: int, batc
     with torch.random.fork_rng():  # a seeded init that leaves the caller's random state alone
         torch.manual_seed(seed)
         policy = ImagePolicy(torch.unique(codes, dim=0), proprio.shape[1], actions.shape[1], actions.shape[2],
-                             channels)
+                             channels, film=film)
     onehot = policy.task_onehot(codes)
     weights = task_balanced_weights(codes) if balance_tasks else None
     opt = torch.optim.AdamW(policy.parameters(), lr=lr)
@@ -148,8 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shift", type=int, default=4, help="random shift augmentation, pixels (0 = none)")
     parser.add_argument("--channels", type=int, default=32, help="conv channels = spatial-softmax keypoints")
     parser.add_argument("--balance-tasks", action="store_true", help="draw every task equally often, not every sample")
+    parser.add_argument("--film", action="store_true", help="condition the keypoint convolutions on the instruction")
     args, overrides = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
-    cfg, batch, handle, samples = prepare(overrides, "image_baseline.py")
+    cfg, batch, handle, samples = prepare(overrides)
     tr = cfg.train
     t0 = time.perf_counter()
     frames = sample_frames(cfg, handle, samples)
@@ -157,16 +159,17 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     policy = fit_image_policy(samples, frames, tr.steps, batch, tr.lr, cfg.model.action_weighted_steps, tr.seed,
                               args.shift, args.channels, log_every=max(tr.steps // 10, 1),
-                              balance_tasks=args.balance_tasks)
+                              balance_tasks=args.balance_tasks, film=args.film)
     fit_s = time.perf_counter() - t0
-    balanced = "-balanced" if args.balance_tasks else ""
+    balanced = ("-balanced" if args.balance_tasks else "") + ("-film" if args.film else "")
     text = {task: handle.text[key] for task, key in handle.manifest["text_keys"].items()}
     roll_out(cfg, handle, ImageChunkPolicy(policy, handle.stats, text),
              f"image-{handle.fingerprint[:12]}-{tr.steps}-shift{args.shift}{balanced}",
              f"conv + spatial-softmax policy ({args.channels} keypoints, shift {args.shift}{balanced}): "
              f"{len(samples)} samples, {tr.steps} steps x {batch}, fitted in {fit_s:.0f} s",
              {"model": "conv + spatial softmax", "steps": tr.steps, "batch": batch, "shift": args.shift,
-              "channels": args.channels, "balance_tasks": args.balance_tasks, "fit_s": round(fit_s, 1)})
+              "channels": args.channels, "balance_tasks": args.balance_tasks, "film": args.film,
+              "fit_s": round(fit_s, 1)})
 
 
 if __name__ == "__main__":

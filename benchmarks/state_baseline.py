@@ -136,8 +136,12 @@ def load_samples(cfg) -> tuple:
 
 
 def roll_out(cfg, handle, policy: StateOnlyChunkPolicy, name: str, described: str, meta: dict) -> None:
-    """The fitted policy on the held-out layouts `pipeline.evaluate` uses; results in <workdir>/eval/<name>."""
+    """The fitted policy on the layouts `pipeline.evaluate` uses; results in <workdir>/eval/<name>.
+
+    `eval.layouts=demo` replays the demonstrations' own layouts instead (name suffix `-demo-layouts`): a policy
+    that fails there too is not fitting its data closed loop, one that succeeds only there is not generalising."""
     from pipeline import evaluate as ev
+    from pipeline.config import EvalLayouts
     from pipeline.console import console
     from pipeline.workdir import workdir
     from sim.evaluation import plan_episodes
@@ -146,28 +150,30 @@ def roll_out(cfg, handle, policy: StateOnlyChunkPolicy, name: str, described: st
 
     cameras = [camera_name(c) for c in handle.manifest["identity"]["data.cameras"]]
     envs = ev.env_specs(cfg, cameras, sorted(policy.codes))
-    episodes = plan_episodes(envs, cfg.eval.episodes_per_task, cfg.eval.seed, 0, ev.demo_seeds(cfg))
+    on_demo_layouts = cfg.eval.layouts == EvalLayouts.demo
+    if on_demo_layouts:
+        episodes, name = ev.demo_layout_episodes(cfg, envs), f"{name}-demo-layouts"
+    else:
+        episodes = plan_episodes(envs, cfg.eval.episodes_per_task, cfg.eval.seed, 0, ev.demo_seeds(cfg))
     settings = LoopSettings(cfg.cache.image_height, cfg.cache.image_width, cfg.eval.replan_every, cfg.demo.fps,
                             current_scale=cfg.cache.current_frame_scale if cfg.cache.current_frames else 1)
     console.print(f"{described} on cache {handle.fingerprint[:12]}; {len(envs)} task(s) x "
-                  f"{cfg.eval.episodes_per_task} held-out episodes (seed {cfg.eval.seed}), replan every {cfg.eval.replan_every}")
+                  f"{cfg.eval.episodes_per_task} episodes on {cfg.eval.layouts.value} layouts (seed {cfg.eval.seed}), "
+                  f"replan every {cfg.eval.replan_every}")
     summary, results = ev.run(cfg, policy, episodes, settings)
     meta = meta | {"cache": handle.fingerprint, "episodes_per_task": cfg.eval.episodes_per_task,
-                   "seed": cfg.eval.seed, "replan_every": cfg.eval.replan_every}
+                   "seed": cfg.eval.seed, "replan_every": cfg.eval.replan_every, "layouts": cfg.eval.layouts.value}
     path = ev.write_results(workdir(cfg) / "eval" / name, summary, results, meta)
     ev.print_table(summary)
     console.print(f"results: {path}")
 
 
-def prepare(overrides: list[str], script: str) -> tuple:
-    """(config, samples per step, cache handle, samples) for a baseline script; held-out layouts only."""
+def prepare(overrides: list[str]) -> tuple:
+    """(config, samples per step, cache handle, samples) for a baseline script."""
     from pipeline.cli import parse_or_exit
-    from pipeline.config import EvalLayouts
     from pipeline.console import console
 
     cfg = parse_or_exit(overrides)
-    if cfg.eval.layouts != EvalLayouts.heldout:
-        raise SystemExit(f"{script} rolls out on held-out layouts only (eval.layouts=heldout)")
     tr = cfg.train
     handle, samples = load_samples(cfg)
     console.print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
@@ -176,7 +182,7 @@ def prepare(overrides: list[str], script: str) -> tuple:
 
 def main(argv: list[str] | None = None) -> None:
     sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
-    cfg, batch, handle, samples = prepare(list(sys.argv[1:] if argv is None else argv), "state_baseline.py")
+    cfg, batch, handle, samples = prepare(list(sys.argv[1:] if argv is None else argv))
     tr = cfg.train
     t0 = time.perf_counter()
     policy = fit_state_only(samples, tr.steps, batch, tr.lr, cfg.model.action_weighted_steps, tr.seed)

@@ -107,7 +107,7 @@ class StateFusionActionExpert(nn.Module):
     """list of L tensors [B, N, D] (adapted states of the fused layers) -> actions [B, H, A]."""
 
     def __init__(self, cfg: ExpertConfig, dim: int, num_layers: int, horizon: int, action_dim: int,
-                 proprio_dim: int = 0) -> None:
+                 proprio_dim: int = 0, text_dim: int = 0) -> None:
         super().__init__()
         self.horizon = horizon
         self.step_dim = cfg.step_embed_dim
@@ -135,18 +135,23 @@ class StateFusionActionExpert(nn.Module):
             nn.init.zeros_(self.state_proj[-1].bias)
         # built after everything else and zero-init at the output, for the same reason
         self.pixel_encoder, self.pixel_proj = None, None
+        if cfg.pixel_film and (not cfg.pixel_input or text_dim <= 0):
+            raise ValueError("pixel_film conditions the pixel path on the instruction: it needs pixel_input and "
+                             "the text embedding's width (text_dim > 0)")
         if cfg.pixel_input:
-            self.pixel_encoder = PixelKeypoints(cfg.pixel_keypoints)
+            self.pixel_encoder = PixelKeypoints(cfg.pixel_keypoints, condition_dim=text_dim if cfg.pixel_film else 0)
             self.pixel_proj = nn.Sequential(nn.Linear(self.pixel_encoder.out_dim, cfg.hidden_dim), nn.GELU(),
                                             nn.Linear(cfg.hidden_dim, cfg.hidden_dim))
             nn.init.zeros_(self.pixel_proj[-1].weight)
             nn.init.zeros_(self.pixel_proj[-1].bias)
 
     def forward(self, states: list[torch.Tensor], grid: tuple[int, int, int] | None = None,
-                proprio: torch.Tensor | None = None, pixels: torch.Tensor | None = None) -> torch.Tensor:
+                proprio: torch.Tensor | None = None, pixels: torch.Tensor | None = None,
+                instruction: torch.Tensor | None = None) -> torch.Tensor:
         """`grid` (frames, rows, columns of the patch grid) is needed with `token_positions`,
         `proprio` [B, P] (the normalized robot state) with `state_input`, `pixels` (the current
-        frame [B, 3, 1, H, W] in [-1, 1]) with `pixel_input`."""
+        frame [B, 3, 1, H, W] in [-1, 1]) with `pixel_input`, `instruction` [B, text_dim] (the mean
+        text embedding) with `pixel_film`."""
         if len(states) != len(self.pools):
             raise ValueError(f"expert reads {len(self.pools)} layers, got {len(states)}")
         # 0. Token positions on the patch grid, shared by the layers
@@ -168,7 +173,12 @@ class StateFusionActionExpert(nn.Module):
             if pixels is None:
                 raise ValueError("pixel_input needs the current frame's pixels (a cache built with "
                                  "cache.current_frames=true, or `current_pixels` at inference)")
-            z = z + self.pixel_proj(self.pixel_encoder(pixels).to(z.dtype))
+            condition = None
+            if self.pixel_encoder.film is not None:
+                if instruction is None:
+                    raise ValueError("pixel_film needs the instruction's mean text embedding")
+                condition = nn.functional.layer_norm(instruction.float(), instruction.shape[-1:])  # unit scale
+            z = z + self.pixel_proj(self.pixel_encoder(pixels, condition).to(z.dtype))
         z = self.res_blocks(z)
         # 3. One vector per step, then the action head
         steps = self.step_embed(step_sinusoid(self.horizon, self.step_dim, z.device).to(z.dtype))

@@ -42,6 +42,14 @@ def masked_action_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Ten
     return (err * m).sum() / m.sum().clamp(min=1.0)
 
 
+def instruction_code(text: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """[B, L, D] text embedding -> [B, D]: its mean over real tokens (what `expert.pixel_film` conditions on)."""
+    if mask is None:
+        return text.mean(1)
+    m = mask.to(text.dtype)[..., None]
+    return (text * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
 class LightWAM(nn.Module):
     """`forward(batch)` -> losses (training); `predict_actions(batch)` -> [B, H, A] (inference)."""
 
@@ -53,7 +61,7 @@ class LightWAM(nn.Module):
         self.backbone = WanBackbone(bb, cfg.proprio_dim, num_layers=max(bb.adapter_layers) + 1 if inference else None)
         dim = bb.num_attention_heads * bb.attention_head_dim
         self.expert = StateFusionActionExpert(cfg.expert, dim, len(bb.adapter_layers), cfg.action_horizon, cfg.action_dim,
-                                               cfg.proprio_dim)
+                                               cfg.proprio_dim, bb.text_dim)
         self.trainable_names = [n for n, p in self.named_parameters() if p.requires_grad]
         self.inference_only = inference
 
@@ -88,7 +96,7 @@ class LightWAM(nn.Module):
         if branch in ("both", "action"):
             fused, _ = bb(batch["current_latent"], ctx, None, truncate=True)
             actions = self.expert(fused, self.patch_grid(batch["current_latent"]), batch["proprio"],
-                                  batch.get("current_pixels"))
+                                  batch.get("current_pixels"), instruction_code(batch["text"], batch.get("text_mask")))
             action_loss = masked_action_loss(actions, batch["actions"], batch["action_mask"], cfg.action_weighted_steps)
             loss = loss + cfg.action_loss_weight * action_loss
             out["action_loss"] = action_loss.detach()
@@ -107,7 +115,8 @@ class LightWAM(nn.Module):
         bb = self.backbone
         ctx = bb.context(batch["text"], batch["proprio"], batch.get("text_mask"))
         fused, _ = bb(latent.to(ctx.dtype), ctx, None, truncate=True)
-        return self.expert(fused, self.patch_grid(latent), batch["proprio"], batch.get("current_pixels"))
+        return self.expert(fused, self.patch_grid(latent), batch["proprio"], batch.get("current_pixels"),
+                           instruction_code(batch["text"], batch.get("text_mask")))
 
     def patch_grid(self, latent: torch.Tensor) -> tuple[int, int, int]:
         """(frames, rows, columns) of the backbone's tokens for a latent [B, C, F, H, W]."""

@@ -87,6 +87,9 @@ def load_config(argv: list[str] | None = None) -> tuple[Config, bool]:
     if cfg.model.expert.pixel_input and not cfg.cache.current_frames:
         raise ConfigError("model.expert.pixel_input=true trains on each sample's current frame: set "
                           "cache.current_frames=true as well (the cache is then built once more, with the frames)")
+    if cfg.model.expert.pixel_film and not cfg.model.expert.pixel_input:
+        raise ConfigError("model.expert.pixel_film=true conditions the pixel path on the instruction: set "
+                          "model.expert.pixel_input=true as well")
     if cfg.cache.current_frame_scale < 1:
         raise ConfigError(f"cache.current_frame_scale must be >= 1, got {cfg.cache.current_frame_scale}")
     if cfg.cache.current_frame_scale > 1 and not cfg.cache.current_frames:

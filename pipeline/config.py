@@ -181,6 +181,10 @@ class ExpertConfig:
     # (not in the paper); training needs a cache built with cache.current_frames=true
     pixel_input: bool = False
     pixel_keypoints: int = 32  # conv channels, each giving one (x, y)
+    # condition those convolutions on the instruction (FiLM from the mean text embedding), so each task's
+    # keypoints can follow its own things in the frame instead of all tasks sharing the same ones (not in the
+    # paper; needs pixel_input)
+    pixel_film: bool = False
 
 
 @dataclass

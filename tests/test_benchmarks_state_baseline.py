@@ -72,3 +72,40 @@ def test_task_balanced_weights_draw_a_rare_task_as_often_as_a_common_one():
                          (draws >= 40).float().mean()])
     np.testing.assert_allclose(share.numpy(), [1 / 3] * 3, atol=0.02)
     assert torch.allclose(weights[:30], weights[0].expand(30))  # uniform within a task
+
+
+def test_rolls_out_on_the_demonstrations_own_layouts(tmp_path):
+    """eval.layouts=demo: a yardstick replays the layouts its demos were recorded on, in their order."""
+    import json
+    from types import SimpleNamespace
+
+    import pyarrow.parquet as pq
+
+    from pipeline.cli import load_config
+    from pipeline.workdir import demo_dataset_dir
+    from sim.demos import generate
+    from sim.lerobot_writer import EPISODES_PATH
+    from sim.metaworld_env import instruction_for
+
+    cfg, _ = load_config([f"workdir={tmp_path}", "demo.tasks=[reach-v3]", "demo.cameras=[corner,gripperPOV]",
+                          "demo.episodes_per_task=2", "demo.max_steps=45", "demo.width=32", "demo.height=32",
+                          "demo.workers=1", "cache.image_height=32", "cache.image_width=32", "eval.tasks=[reach-v3]",
+                          "eval.episodes_per_task=2", "eval.max_steps=6", "eval.replan_every=3",
+                          "eval.num_workers=0", "eval.videos_per_task=0", "eval.layouts=demo"])
+    generate(cfg.demo, demo_dataset_dir(cfg), show_progress=False)
+    text = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    policy = baseline.StateOnlyPolicy(text.mean(0, keepdim=True), proprio_dim=4, horizon=3, action_dim=4)
+    limits = {"min": [-1.0] * 4, "max": [1.0] * 4}
+    loop_policy = baseline.StateOnlyChunkPolicy(policy.eval(), {"proprio": limits, "actions": limits},
+                                                {instruction_for("reach-v3"): (text.numpy(), np.ones(3, bool))})
+    handle = SimpleNamespace(fingerprint="cache-under-test",
+                             manifest={"identity": {"data.cameras": ["observation.images.corner",
+                                                                     "observation.images.gripperPOV"]}})
+
+    baseline.roll_out(cfg, handle, loop_policy, "state-only", "an untrained MLP", {})
+
+    results = json.loads((tmp_path / "eval" / "state-only-demo-layouts" / "results.json").read_text())
+    recorded = pq.read_table(demo_dataset_dir(cfg) / EPISODES_PATH).column("layout_seed").to_pylist()
+    assert results["layouts"] == "demo" and results["cache"] == "cache-under-test"
+    assert [e["seed"] for e in results["per_episode"]] == recorded
+    assert [e["steps"] for e in results["per_episode"]] == [6, 6]
