@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     balanced = ("-balanced" if args.balance_tasks else "") + ("-film" if args.film else "")
     text = {task: handle.text[key] for task, key in handle.manifest["text_keys"].items()}
     roll_out(cfg, handle, ImageChunkPolicy(policy, handle.stats, text),
-             f"image-{handle.fingerprint[:12]}-{tr.steps}-shift{args.shift}{balanced}",
+             f"image-{handle.fingerprint[:12]}-{tr.steps}-shift{args.shift}{balanced}-replan{cfg.eval.replan_every}",
              f"conv + spatial-softmax policy ({args.channels} keypoints, shift {args.shift}{balanced}): "
              f"{len(samples)} samples, {tr.steps} steps x {batch}, fitted in {fit_s:.0f} s",
              {"model": "conv + spatial softmax", "steps": tr.steps, "batch": batch, "shift": args.shift,
