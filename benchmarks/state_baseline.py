@@ -32,8 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def text_code(text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
     """[B, L, D], [B, L] -> [B, D]: the mean over real tokens, a fingerprint of the instruction."""
-    m = text_mask.to(text.dtype)[..., None]
-    return (text * m).sum(1) / m.sum(1).clamp(min=1.0)
+    from model.light_wam import instruction_code  # the repo is on sys.path once main() or a test set it
+
+    return instruction_code(text, text_mask)
 
 
 class StateOnlyPolicy(nn.Module):
