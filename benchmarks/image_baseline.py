@@ -31,7 +31,6 @@ sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
 from benchmarks.state_baseline import (  # noqa: E402
     StateOnlyChunkPolicy,
@@ -43,6 +42,7 @@ from benchmarks.state_baseline import (  # noqa: E402
     text_code,
 )
 from model.pixel_keypoints import PixelKeypoints  # noqa: E402
+from pipeline.train_data import random_shift  # noqa: E402
 
 
 class ImagePolicy(StateOnlyPolicy):
@@ -61,16 +61,6 @@ class ImagePolicy(StateOnlyPolicy):
     def predict_actions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         onehot = self.task_onehot(text_code(batch["text"], batch["text_mask"]))
         return self(batch["current_pixels"], batch["proprio"], onehot)
-
-
-def random_shift(pixels: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Each image moved by up to `pad` pixels in x and y (edges repeated): the layouts seen stretch a little."""
-    if pad <= 0:
-        return pixels
-    b, _, h, w = pixels.shape
-    padded = nn.functional.pad(pixels, (pad, pad, pad, pad), mode="replicate")
-    dx, dy = torch.randint(0, 2 * pad + 1, (2, b), generator=gen).tolist()
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
 
 
 def to_unit(frames: torch.Tensor) -> torch.Tensor:

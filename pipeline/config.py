@@ -153,7 +153,7 @@ class BackboneConfig:
     freq_dim: int = 256
     patch_size: list[int] = field(default_factory=lambda: [1, 2, 2])
     freeze: bool = True
-    lora_rank: int = 64
+    lora_rank: int = 64  # 0: no LoRA (for a DiT that trains fully, freeze=false)
     lora_alpha: int = 128
     adapter_layers: list[int] = field(default_factory=lambda: [8, 16, 24])
     adapter_dim: int = 256
@@ -223,6 +223,7 @@ class TrainConfig:
     warmup_steps: int = 500
     grad_clip: float = 1.0
     seed: int = 0
+    pixel_shift: int = 0  # random shift of the current frame by up to this many pixels (expert.pixel_input)
     num_workers: int = 4
     use_gpu: bool = False
     checkpoint_every: int = 1000

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import default_collate
 
+from torch import nn
+
 from pipeline.config import Config
 from stages.cache_loader import CacheHandle
 
@@ -26,12 +28,32 @@ MODEL_KEYS = ("video_latents", "video_frame_mask", "current_latent", "proprio", 
 OPTIONAL_KEYS = ("current_pixels",)  # in caches built with cache.current_frames (model.expert.pixel_input)
 
 
+def random_shift(pixels: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Each image [B, 3, (1,) H, W] moved by up to `pad` pixels in x and y, edges repeated: the pixel
+    path's augmentation, so 20 layouts per task stretch a little towards the layouts never shown."""
+    if pad <= 0:
+        return pixels
+    clip = pixels.ndim == 5
+    images = pixels[:, :, 0] if clip else pixels
+    b, _, h, w = images.shape
+    padded = nn.functional.pad(images, (pad, pad, pad, pad), mode="replicate")
+    dx, dy = torch.randint(0, 2 * pad + 1, (2, b), generator=gen).tolist()
+    shifted = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+    return shifted[:, :, None] if clip else shifted
+
+
 def batches(cfg: Config, cache: CacheHandle, rank: int, world: int, skip: int = 0,
             device: torch.device | str = "cpu") -> Iterator[dict[str, torch.Tensor]]:
-    """Endless shuffled batches of `train.batch_size` for this rank, after skipping `skip` samples."""
+    """Endless shuffled batches of `train.batch_size` for this rank, after skipping `skip` samples.
+
+    With `train.pixel_shift` > 0 the current frames (`current_pixels`) are randomly shifted; the
+    shifts are seeded by (seed, rank, skip), so a resumed run draws them afresh but reproducibly."""
     samples = iter(cache.dataset(rank=rank, world_size=world, shuffle=True, seed=cfg.train.seed + rank, repeat=True))
     samples = itertools.islice(samples, skip, None)
+    gen = torch.Generator().manual_seed(hash((cfg.train.seed, rank, skip)) & 0x7FFFFFFF)
     while True:
         chunk = list(itertools.islice(samples, cfg.train.batch_size))
         batch = default_collate([{k: s[k] for k in MODEL_KEYS + OPTIONAL_KEYS if k in s} for s in chunk])
+        if "current_pixels" in batch:
+            batch["current_pixels"] = random_shift(batch["current_pixels"], cfg.train.pixel_shift, gen)
         yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}
