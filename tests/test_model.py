@@ -122,6 +122,20 @@ def test_merged_lora_matches_unmerged():
         model(batch)
 
 
+def test_a_backbone_without_lora_trains_its_own_weights_and_prepares_for_inference():
+    cfg = tiny_config(freeze=False, lora_rank=0)
+    model = build_model(cfg)
+    batch = tiny_batch(cfg)
+    assert not any("lora_" in n for n, _ in model.named_parameters()) and not model.backbone.lora_layers()
+    model(batch)["loss"].backward()
+    block = [(n, p.grad) for n, p in model.named_parameters() if n.startswith("backbone.dit.blocks.0.")]
+    assert len(block) > 10 and all(g is not None and g.abs().sum() > 0 for _, g in block)
+    model.eval()
+    before = model.predict_actions(batch)
+    model.for_inference()
+    torch.testing.assert_close(model.predict_actions(batch), before, rtol=1e-4, atol=1e-5)
+
+
 def _video_pass(bb: WanBackbone, video: torch.Tensor, ctx: torch.Tensor, causal: bool):
     """(last fused states [B, N, D], video prediction [B, 16, F, h, w]); frame 0 at t=0, the rest at t=700."""
     t = torch.cat([torch.zeros(video.shape[0], 8), torch.full((video.shape[0], 16), 700.0)], dim=1)
