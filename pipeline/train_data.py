@@ -16,9 +16,8 @@ import itertools
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import default_collate
-
 from torch import nn
+from torch.utils.data import default_collate
 
 from pipeline.config import Config
 from stages.cache_loader import CacheHandle
@@ -50,7 +49,7 @@ def batches(cfg: Config, cache: CacheHandle, rank: int, world: int, skip: int = 
     shifts are seeded by (seed, rank, skip), so a resumed run draws them afresh but reproducibly."""
     samples = iter(cache.dataset(rank=rank, world_size=world, shuffle=True, seed=cfg.train.seed + rank, repeat=True))
     samples = itertools.islice(samples, skip, None)
-    gen = torch.Generator().manual_seed(hash((cfg.train.seed, rank, skip)) & 0x7FFFFFFF)
+    gen = torch.Generator().manual_seed(hash((cfg.train.seed, rank, skip)) & 0x7FFFFFFF)  # ints hash alike everywhere
     while True:
         chunk = list(itertools.islice(samples, cfg.train.batch_size))
         batch = default_collate([{k: s[k] for k in MODEL_KEYS + OPTIONAL_KEYS if k in s} for s in chunk])
