@@ -224,6 +224,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     pixel_shift: int = 0  # random shift of the current frame by up to this many pixels (expert.pixel_input)
+    # keep each worker's decoded shards in RAM after the first epoch (same order, no tar parsing again);
+    # costs about the cache's size on disk, so it is for caches that fit in memory
+    keep_shards_in_memory: bool = False
     num_workers: int = 4
     use_gpu: bool = False
     checkpoint_every: int = 1000

@@ -82,6 +82,7 @@ def demo() -> Config:
     tr.num_workers = 2
     tr.checkpoint_every = 100
     tr.checkpoint_blocks = 0  # a few MiB of activations: recomputing would only cost time
+    tr.keep_shards_in_memory = True  # demo-sized caches (the bench one: 0.4 GB) fit in RAM
     tr.log_every = 10
     tr.plot_every = 100
     cfg.eval.episodes_per_task = 4

@@ -22,6 +22,7 @@ from conftest import subprocess_env
 from lerobot_fixtures import write_v3_dataset, write_v21_dataset
 from pipeline.cli import ConfigError, load_config
 from pipeline.preprocess import preprocess
+from pipeline.train_data import batches
 from sim.observation import camera_name, join_cameras, to_pixels
 from stages.cache_loader import BATCH_KEYS, CacheMismatchError, open_cache, read_shard
 from stages.decode import resize
@@ -175,6 +176,31 @@ def test_loader_normalizes_splits_ranks_and_derives_downsample(clean):
     derived = next(iter(open_cache(cfg).dataset()))
     assert derived["video_latents"].shape == (16, 2, 1, 2)
     assert torch.allclose(derived["video_latents"], first["video_latents"].reshape(16, 2, 1, 2, 2, 2).mean((3, 5)))
+
+
+def test_training_batches_from_kept_shards_match_the_streamed_ones_without_the_files(clean, data):
+    """train.keep_shards_in_memory: later epochs come from RAM, in the order streaming gives; pixel_shift applies."""
+    _, result = clean
+    streamed_cfg, kept_cfg, unshifted_cfg = (
+        config(data[0] / "h264", result.cache_dir.parent, *CLEAN, "train.batch_size=4", *extra)
+        for extra in (["train.pixel_shift=2"], ["train.pixel_shift=2", "train.keep_shards_in_memory=true"], []))
+    handle = open_cache(kept_cfg)
+    streamed, kept = batches(streamed_cfg, handle, rank=0, world=1), batches(kept_cfg, handle, rank=0, world=1)
+    unshifted = batches(unshifted_cfg, handle, rank=0, world=1)
+    one_epoch = -(-result.manifest["samples"] // 4)
+    got = [next(kept) for _ in range(one_epoch)]  # every shard has now been read once
+    hidden = [path.rename(path.with_suffix(".hidden")) for path in handle.shard_paths]
+    try:
+        got += [next(kept) for _ in range(2 * one_epoch)]
+    finally:
+        for moved, path in zip(hidden, handle.shard_paths):
+            moved.rename(path)
+    for batch in got:
+        want, plain = next(streamed), next(unshifted)
+        assert batch.keys() == want.keys() and "current_pixels" in batch
+        for key in batch:
+            assert torch.equal(batch[key], want[key]), key
+            assert torch.equal(batch[key], plain[key]) == (key != "current_pixels"), key
 
 
 def test_config_mismatch_is_refused_naming_the_field(clean):
