@@ -151,8 +151,7 @@ class CacheDataset(IterableDataset):
     """Samples of a cache as dicts of tensors (BATCH_KEYS + episode, frame).
 
     `in_memory` keeps each shard's decoded samples after its first read, so later
-    epochs skip the tar and `np.load` parsing (pure Python, ~1.4 ms per sample on
-    the bench cache, a third of a small model's step); the order is the same.
+    epochs skip the tar and `np.load` parsing (pure Python); the order is the same.
     Each rank keeps only its own shards: about the cache's size on disk in all.
     The tensors of a sample may share memory with what is kept (as `text` always
     does with the handle): collate them, do not change them in place.
