@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rich.table import Table  # noqa: E402
 
-from pipeline.config import DemoConfig  # noqa: E402
+from sim.config import DemoConfig  # noqa: E402
 from pipeline.console import console  # noqa: E402
 from sim.evaluation import plan_episodes, run_episodes  # noqa: E402
 from sim.policies import ConstantPolicy, ExpertPolicy  # noqa: E402

@@ -47,7 +47,7 @@ from model.vae import build_vae, encode  # noqa: E402
 from model.vae_fit import VaeFitConfig, fit_vae_timed, frames_to_clips  # noqa: E402
 from pipeline.console import console  # noqa: E402
 from pipeline.presets import PRESETS  # noqa: E402
-from pipeline.config import Codec  # noqa: E402
+from sim.config import Codec  # noqa: E402
 from sim.lerobot_writer import ENCODERS  # noqa: E402
 from sim.metaworld_env import MetaWorldEnv  # noqa: E402
 

@@ -198,7 +198,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from cluster.ray_session import ray_session
-    from pipeline.config import ClusterConfig
+    from cluster.config import ClusterConfig
 
     runs = {}
     with ray_session(ClusterConfig()):

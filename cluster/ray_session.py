@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import ray
 
-from pipeline.config import ClusterConfig
+from cluster.config import ClusterConfig
 
 
 def cluster_address(cfg: ClusterConfig) -> str:

@@ -21,7 +21,7 @@ from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selectiv
 
 from model.adapters import ResidualAdapter
 from model.attention import FirstFrameCausalProcessor, first_frame_causal_mask
-from pipeline.config import BackboneConfig
+from model.config import BackboneConfig
 
 # The paper's LoRA targets: self- and cross-attention q, k, v, out and both FFN linears.
 LORA_TARGETS = r"blocks\.\d+\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)|blocks\.\d+\.ffn\.net\.(0\.proj|2)"

@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from model.light_wam import LightWAM, build_model
-from pipeline.config import ModelConfig
+from model.config import ModelConfig
 
 FORMAT = "light-wam/1"
 

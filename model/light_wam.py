@@ -12,10 +12,11 @@ Batch: a dict of tensors, the contract between the offline cache and the model.
 | `proprio`        | [B, P]             | float32 | normalized proprio state at the current frame              |
 | `actions`        | [B, H, A]          | float32 | normalized action chunk (training only)                    |
 | `action_mask`    | [B, H]             | bool    | True where the action is real, not end-of-episode padding  |
-| `current_pixels` | [B, 3, 1, Hpx, Wpx] | float32 | the current frame in [-1, 1]; only with `expert.pixel_input` |
+| `current_pixels` | [B, 3, 1, Hpx, Wpx] | float32 | the current frame in [-1, 1]; only with `model.shortcut` |
 
 `predict_actions` needs only `current_latent` (or `current_pixels` plus a VAE),
-`text`, optional `text_mask`, and `proprio` (and `current_pixels` with `pixel_input`).
+`text`, optional `text_mask`, and `proprio` (and `current_pixels` with the shortcut).
+The cache's side of this contract is `stages.schema`.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ from diffusers import AutoencoderKLWan
 from torch import nn
 
 from model.backbone import WanBackbone, reset_rope
+from model.config import ModelConfig
 from model.expert import StateFusionActionExpert
+from model.shortcut import Shortcut
 from model.vae import encode
 from model.video_objective import masked_video_loss, noise_clip
-from pipeline.config import ModelConfig
-
-BATCH_KEYS = ("video_latents", "video_frame_mask", "current_latent", "text", "text_mask", "proprio", "actions", "action_mask")
 
 
 def masked_action_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weighted_steps: int) -> torch.Tensor:
@@ -40,14 +40,6 @@ def masked_action_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Ten
         m = m * (torch.arange(m.shape[1], device=m.device) < weighted_steps)
     err = (pred.float() - target.float()).pow(2).mean(-1)  # [B, H]
     return (err * m).sum() / m.sum().clamp(min=1.0)
-
-
-def instruction_code(text: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """[B, L, D] text embedding -> [B, D]: its mean over real tokens (what `expert.pixel_film` conditions on)."""
-    if mask is None:
-        return text.mean(1)
-    m = mask.to(text.dtype)[..., None]
-    return (text * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 class LightWAM(nn.Module):
@@ -60,8 +52,9 @@ class LightWAM(nn.Module):
         # inference: build only the blocks the action path runs (up to the last fused one)
         self.backbone = WanBackbone(bb, cfg.proprio_dim, num_layers=max(bb.adapter_layers) + 1 if inference else None)
         dim = bb.num_attention_heads * bb.attention_head_dim
-        self.expert = StateFusionActionExpert(cfg.expert, dim, len(bb.adapter_layers), cfg.action_horizon, cfg.action_dim,
-                                               cfg.proprio_dim, bb.text_dim)
+        self.expert = StateFusionActionExpert(cfg.expert, dim, len(bb.adapter_layers), cfg.action_horizon, cfg.action_dim)
+        # not in the paper: built last, so the paper's modules draw the same initial weights with or without it
+        self.shortcut = Shortcut(cfg.shortcut, cfg.proprio_dim, cfg.expert.hidden_dim) if cfg.shortcut.enabled else None
         self.trainable_names = [n for n, p in self.named_parameters() if p.requires_grad]
         self.inference_only = inference
 
@@ -95,8 +88,7 @@ class LightWAM(nn.Module):
         # 2. Action branch: the clean current frame at full resolution, stop after the last fused block
         if branch in ("both", "action"):
             fused, _ = bb(batch["current_latent"], ctx, None, truncate=True)
-            actions = self.expert(fused, self.patch_grid(batch["current_latent"]), batch["proprio"],
-                                  batch.get("current_pixels"), instruction_code(batch["text"], batch.get("text_mask")))
+            actions = self.expert(fused, self.shortcut_offset(batch))
             action_loss = masked_action_loss(actions, batch["actions"], batch["action_mask"], cfg.action_weighted_steps)
             loss = loss + cfg.action_loss_weight * action_loss
             out["action_loss"] = action_loss.detach()
@@ -115,13 +107,13 @@ class LightWAM(nn.Module):
         bb = self.backbone
         ctx = bb.context(batch["text"], batch["proprio"], batch.get("text_mask"))
         fused, _ = bb(latent.to(ctx.dtype), ctx, None, truncate=True)
-        return self.expert(fused, self.patch_grid(latent), batch["proprio"], batch.get("current_pixels"),
-                           instruction_code(batch["text"], batch.get("text_mask")))
+        return self.expert(fused, self.shortcut_offset(batch))
 
-    def patch_grid(self, latent: torch.Tensor) -> tuple[int, int, int]:
-        """(frames, rows, columns) of the backbone's tokens for a latent [B, C, F, H, W]."""
-        p = self.cfg.backbone.patch_size
-        return (latent.shape[2] // p[0], latent.shape[3] // p[1], latent.shape[4] // p[2])
+    def shortcut_offset(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """What `model.shortcut` adds to the expert's fused vector; None in the paper's model."""
+        if self.shortcut is None:
+            return None
+        return self.shortcut(batch["proprio"], batch.get("current_pixels"))
 
     def for_inference(self) -> "LightWAM":
         """Merge LoRA into the weights, drop LoRA modules and unused blocks; frozen, eval. Irreversible."""

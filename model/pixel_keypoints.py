@@ -2,9 +2,7 @@
 
 The Wan VAE compresses 8x8 pixels into one latent position and the small backbone
 pools its tokens, so a 2 cm goal marker's place can be lost before the expert sees
-it (benchmarks/goal_probe.py: from 20 layouts, a conv probe reads push's goal from
-the pixels in every test layout and from the random-VAE latent in half of them).
-The spatial softmax turns each feature map into the (x, y) of its peak (Levine et
+it (diagnostics/goal_probe.py). The spatial softmax turns each feature map into the (x, y) of its peak (Levine et
 al. 2016), a bottleneck made of positions.
 """
 
@@ -30,47 +28,23 @@ class PixelKeypoints(nn.Module):
 
     Two stride-2 convolutions then two at that resolution: a 64x128 frame gives
     16x32 maps, and the softmax average places each peak finer than one map cell.
-
-    With `condition_dim` > 0 each convolution's output is scaled and shifted by a
-    projection of a condition vector (FiLM, Perez et al. 2018), e.g. the instruction:
-    one task's keypoints can then follow its goal marker while another's follow a
-    handle, instead of every task sharing the same 32 peaks. The projections start
-    at zero, so a conditioned encoder starts as the plain one.
     """
 
-    def __init__(self, channels: int = 32, condition_dim: int = 0) -> None:
+    def __init__(self, channels: int = 32) -> None:
         super().__init__()
         half = max(channels // 2, 1)
         self.out_dim = 2 * channels
-        widths = [half, channels, channels, channels]
         self.convs = nn.Sequential(
             nn.Conv2d(3, half, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(half, channels, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
             nn.Conv2d(channels, channels, 3, padding=1),
         )
-        self.film = None
-        if condition_dim > 0:
-            self.film = nn.ModuleList([nn.Linear(condition_dim, 2 * w) for w in widths])
-            for layer in self.film:
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
         self.keypoints = SpatialSoftmax()
 
-    def forward(self, pixels: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if pixels.ndim == 5:  # [B, 3, 1, H, W]: the current frame as a one-frame clip
             if pixels.shape[2] != 1:
                 raise ValueError(f"PixelKeypoints reads one frame, got a clip of {pixels.shape[2]}")
             pixels = pixels[:, :, 0]
-        if (condition is None) != (self.film is None):
-            raise ValueError("a FiLM-conditioned PixelKeypoints needs its condition, a plain one takes none")
-        x = pixels.to(self.convs[0].weight.dtype)
-        if self.film is None:
-            return self.keypoints(self.convs(x))
-        films = iter(self.film)
-        for layer in self.convs:  # each convolution's output is modulated before its activation
-            x = layer(x)
-            if isinstance(layer, nn.Conv2d):
-                scale, shift = next(films)(condition.to(x.dtype)).chunk(2, dim=-1)
-                x = x * (1.0 + scale[:, :, None, None]) + shift[:, :, None, None]
-        return self.keypoints(x)
+        return self.keypoints(self.convs(pixels.to(self.convs[0].weight.dtype)))

@@ -1,67 +1,114 @@
-"""The inference policy: raw robot observations in, raw actions out.
+"""The inference policy: raw robot observations in, raw action chunks out.
 
-The model works in normalized space (min/max to [-1, 1], as the cache stores
-actions and proprio); this wrapper owns the normalization both ways, the VAE
-and a prepared (merged, truncated) model, so a sim loop or a server only calls `act`.
+One class serves closed-loop evaluation and the policy server alike. It owns
+everything between a robot and the model: each camera resized and joined as
+the cache joined them (`model.pixels`), the state normalized and the actions
+unnormalized with the training data's min/max (`model.normalize`), the cached
+text embedding of each instruction, the VAE, and a model prepared for
+inference (LoRA merged, blocks after the last fused one dropped).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
 
 from model.light_wam import LightWAM
-from model.vae import encode
+from model.normalize import MinMax
+from model.pixels import join_cameras, to_unit_range
+
+CAMERA_PREFIX = "observation.images."
+
+
+def camera_name(key: str) -> str:
+    """LeRobot key `observation.images.wrist` -> camera name `wrist`; a plain name stays as it is."""
+    return key.removeprefix(CAMERA_PREFIX)
 
 
 @dataclass
-class MinMax:
-    """Per-dimension min/max normalization to [-1, 1] (constant dimensions map to 0, as in the cache)."""
+class Observation:
+    """One moment of the robot: its camera images, its state and what it was asked to do."""
 
-    low: torch.Tensor
-    high: torch.Tensor
+    images: dict[str, np.ndarray]  # camera name -> uint8 [H, W, 3], any size
+    state: np.ndarray  # float [P], in the robot's units
+    prompt: str  # the task instruction, one of the policy's training tasks
 
-    @classmethod
-    def from_stats(cls, stats: dict, device: str = "cpu") -> "MinMax":
-        """From a LeRobot-style stats entry {"min": [...], "max": [...]}."""
-        return cls(torch.tensor(stats["min"], dtype=torch.float32, device=device),
-                   torch.tensor(stats["max"], dtype=torch.float32, device=device))
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        span = self.high - self.low
-        scaled = 2 * (x - self.low) / span.clamp(min=1e-8) - 1
-        return torch.where(span > 1e-8, scaled, torch.zeros_like(scaled))  # as the cache normalizes
+@dataclass
+class Prompts:
+    """The cached text embedding of every instruction the policy was trained on."""
 
-    def denormalize(self, y: torch.Tensor) -> torch.Tensor:
-        return (y + 1) / 2 * (self.high - self.low) + self.low
+    embeddings: dict[str, tuple[torch.Tensor, torch.Tensor]]  # prompt -> ([L, D] float, [L] bool)
+
+    def batch(self, prompts: list[str], device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        unknown = sorted(set(prompts) - set(self.embeddings))
+        if unknown:
+            raise KeyError(f"prompt(s) {unknown} were not in the training data; known: {sorted(self.embeddings)}")
+        texts = [self.embeddings[p] for p in prompts]
+        length = max(e.shape[0] for e, _ in texts)
+        emb = torch.zeros(len(prompts), length, texts[0][0].shape[1])
+        mask = torch.zeros(len(prompts), length, dtype=torch.bool)
+        for i, (e, m) in enumerate(texts):
+            emb[i, : e.shape[0]], mask[i, : e.shape[0]] = e, m
+        return emb.to(device, dtype), mask.to(device)
 
 
 class LightWAMPolicy:
-    """`act(pixels, state, text)` -> raw action chunk [H, A] for one observation."""
+    """`act_batch(observations)` -> raw action chunks [B, H, A] (float32 numpy), one forward pass."""
 
-    def __init__(self, model: LightWAM, vae: AutoencoderKLWan, state_norm: MinMax, action_norm: MinMax) -> None:
+    def __init__(self, model: LightWAM, vae: AutoencoderKLWan, state_norm: MinMax, action_norm: MinMax,
+                 prompts: Prompts, cameras: list[str], image_size: tuple[int, int]) -> None:
         self.model = model if model.inference_only else model.for_inference()
         self.vae = vae.eval().requires_grad_(False)
         self.state_norm, self.action_norm = state_norm, action_norm
+        self.prompts = prompts
+        self.cameras = [camera_name(c) for c in cameras]
+        self.image_height, self.image_width = image_size  # per camera, as the cache stored them
         param = next(self.model.parameters())
         self.device, self.dtype = param.device, param.dtype
 
+    @property
+    def horizon(self) -> int:
+        return self.model.cfg.action_horizon
+
+    def pixels(self, observations: list[Observation]) -> torch.Tensor:
+        """[B, 3, 1, H, W * ncam] in [-1, 1]: the cameras resized and joined in the training order."""
+        views = []
+        for camera in self.cameras:
+            missing = [i for i, o in enumerate(observations) if camera not in o.images]
+            if missing:
+                raise KeyError(f"observation {missing[0]} has no image for camera '{camera}'; "
+                               f"it has {sorted(observations[missing[0]].images)}")
+            views.append(np.stack([resize_one(o.images[camera], self.image_height, self.image_width)
+                                   for o in observations]))
+        joined = join_cameras(views, self.image_height, self.image_width)
+        return to_unit_range(joined)[:, :, None]
+
     @torch.inference_mode()
-    def act(self, pixels: torch.Tensor, state: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None = None,
-            current: torch.Tensor | None = None) -> torch.Tensor:
-        """pixels [3, H, W] in [-1, 1] (cameras side by side), raw state [P], cached text [L, text_dim];
-        `current` [3, sH, sW]: the same frame larger, for the pixel path of a model trained with it."""
+    def act_batch(self, observations: list[Observation]) -> np.ndarray:
+        """Raw action chunks [B, H, A] for B observations (any mix of prompts)."""
+        text, text_mask = self.prompts.batch([o.prompt for o in observations], self.device, self.dtype)
+        states = torch.as_tensor(np.stack([np.asarray(o.state, dtype=np.float32) for o in observations]))
         batch = {
-            "current_pixels": pixels.to(self.device, self.vae.dtype)[None, :, None],
-            "proprio": self.state_norm.normalize(state.to(self.device, torch.float32))[None].to(self.dtype),
-            "text": text.to(self.device, self.dtype)[None],
+            "current_pixels": self.pixels(observations).to(self.device, self.vae.dtype),
+            "proprio": self.state_norm.normalize(states.to(self.device)).to(self.dtype),
+            "text": text,
+            "text_mask": text_mask,
         }
-        if text_mask is not None:
-            batch["text_mask"] = text_mask.to(self.device)[None]
-        if current is not None:  # the VAE reads `pixels`, the expert's pixel path the larger frame
-            batch["current_latent"] = encode(self.vae, batch["current_pixels"])
-            batch["current_pixels"] = current.to(self.device, self.vae.dtype)[None, :, None]
-        actions = self.model.predict_actions(batch, vae=self.vae)[0]
-        return self.action_norm.denormalize(actions.float())
+        actions = self.model.predict_actions(batch, vae=self.vae)
+        return self.action_norm.denormalize(actions.float()).cpu().numpy()
+
+    def act(self, observation: Observation) -> np.ndarray:
+        """Raw action chunk [H, A] for one observation."""
+        return self.act_batch([observation])[0]
+
+
+def resize_one(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """One camera image uint8 [h, w, 3] -> [height, width, 3], checked."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"a camera image must be uint8 [H, W, 3], got {image.dtype} {list(image.shape)}")
+    return image if image.shape[:2] == (height, width) else join_cameras([image[None]], height, width)[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKLWan
 
-from pipeline.config import VaeConfig
+from model.config import VaeConfig
 
 
 def build_vae(cfg: VaeConfig, device: str = "cpu", dtype: torch.dtype = torch.float32) -> AutoencoderKLWan:
@@ -39,6 +39,15 @@ def build_vae(cfg: VaeConfig, device: str = "cpu", dtype: torch.dtype = torch.fl
         if dtype != torch.float32:
             vae = vae.to(dtype)
     return vae.to(device).eval().requires_grad_(False)
+
+
+def compression(vae_config: dict | VaeConfig) -> tuple[int, int]:
+    """(temporal, spatial) compression of a Wan VAE, from its config: 1 + (T-1)/t latent frames of H/s x W/s."""
+    if isinstance(vae_config, VaeConfig):  # a VAE built from these fields keeps the class's default downsampling
+        dim_mult, temporal = list(vae_config.dim_mult), [False, True, True]
+    else:
+        dim_mult, temporal = list(vae_config["dim_mult"]), list(vae_config["temperal_downsample"])
+    return 2 ** sum(bool(t) for t in temporal), 2 ** (len(dim_mult) - 1)
 
 
 def vae_identity(vae: AutoencoderKLWan) -> dict:

@@ -16,12 +16,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from pipeline.config import Config
-from pipeline.presets import PRESETS
-
-
-class ConfigError(ValueError):
-    """A bad override: the message names the key and the allowed values."""
+from pipeline.config import Config, ConfigError, validate
+from pipeline.presets import PRESETS, describe_presets
 
 
 def _allowed(cfg: Config, key: str) -> str:
@@ -42,6 +38,23 @@ def _allowed(cfg: Config, key: str) -> str:
     return f"'{key}' expects {type(node).__name__} (current: {node!r})"
 
 
+class HelpRequested(Exception):
+    """-h/--help: print the step's help and exit 0."""
+
+
+def help_text() -> str:
+    """The running entry point's docstring, the presets and how to see every key."""
+    main = sys.modules.get("__main__")
+    step = (getattr(main, "__spec__", None) and main.__spec__.name) or "pipeline.<step>"
+    doc = (getattr(main, "__doc__", None) or "").strip()
+    return "\n".join([
+        f"usage: python -m {step} [preset=NAME] [key.sub=value ...] [--print-config]",
+        "", doc, "", "presets:", describe_presets(), "",
+        "Any field of the config tree can be overridden with a dotted key (e.g. train.steps=200);",
+        f"`python -m {step} [preset=NAME] --print-config` prints every key with its value.",
+    ])
+
+
 def _split(argv: list[str]) -> tuple[str, list[str], bool]:
     preset, overrides, show = "demo", [], False
     args = list(argv)
@@ -56,9 +69,7 @@ def _split(argv: list[str]) -> tuple[str, list[str], bool]:
         elif arg.startswith("preset="):
             preset = arg.split("=", 1)[1]
         elif arg in ("-h", "--help"):
-            raise SystemExit(
-                "usage: python -m pipeline.<step> [preset=demo|paper] [key.sub=value ...] [--print-config]"
-            )
+            raise HelpRequested
         elif "=" in arg and not arg.startswith("-"):
             overrides.append(arg)
         else:
@@ -84,17 +95,7 @@ def load_config(argv: list[str] | None = None) -> tuple[Config, bool]:
             raise ConfigError(f"invalid value {value!r} for '{key}': {hint}") from None
     cfg = OmegaConf.to_object(merged)
     assert isinstance(cfg, Config)
-    if cfg.model.expert.pixel_input and not cfg.cache.current_frames:
-        raise ConfigError("model.expert.pixel_input=true trains on each sample's current frame: set "
-                          "cache.current_frames=true as well (the cache is then built once more, with the frames)")
-    if cfg.model.expert.pixel_film and not cfg.model.expert.pixel_input:
-        raise ConfigError("model.expert.pixel_film=true conditions the pixel path on the instruction: set "
-                          "model.expert.pixel_input=true as well")
-    if cfg.cache.current_frame_scale < 1:
-        raise ConfigError(f"cache.current_frame_scale must be >= 1, got {cfg.cache.current_frame_scale}")
-    if cfg.cache.current_frame_scale > 1 and not cfg.cache.current_frames:
-        raise ConfigError("cache.current_frame_scale > 1 sizes the stored current frames: set "
-                          "cache.current_frames=true as well")
+    validate(cfg)
     return cfg, show
 
 
@@ -122,6 +123,9 @@ def parse_or_exit(argv: list[str] | None = None) -> Config:
     """Entry-point helper: print a clean error (exit 2) or the config (exit 0) when asked."""
     try:
         cfg, show = load_config(argv)
+    except HelpRequested:
+        print(help_text())
+        raise SystemExit(0) from None
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,5 +1,10 @@
-"""One shared rich console, so progress bars and log lines interleave cleanly."""
+"""One shared rich console, so progress bars and log lines interleave cleanly.
 
-from rich.console import Console
+It is rich's global console, so the lower layers (e.g. `sim.demos`) print
+through the same one via `rich.get_console()` without importing the pipeline.
+"""
 
-console = Console(highlight=False)
+import rich
+
+rich.reconfigure(highlight=False)
+console = rich.get_console()

@@ -24,11 +24,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.cli import parse_or_exit
-from pipeline.config import Config, EvalLayouts, SimEnv
+from model.policy import camera_name
+from pipeline.config import Config
 from pipeline.console import console
 from pipeline.workdir import demo_dataset_dir, workdir
+from sim.config import EvalLayouts, SimEnv
 from sim.evaluation import evaluate, plan_episodes
-from sim.observation import camera_name
 from sim.policies import ChunkPolicy
 from sim.rollout import EnvSpec, EpisodeResult, EpisodeSpec, LoopSettings
 
@@ -55,8 +56,8 @@ def env_specs(cfg: Config, cameras: list[str], policy_tasks: list[str]) -> list[
             raise ValueError(f"no MetaWorld task has the instruction(s) {unknown}; set eval.tasks")
         tasks = [by_instruction[t] for t in policy_tasks]
     steps = ev.max_steps_per_suite.get("metaworld", ev.max_steps)
-    return [EnvSpec("metaworld", "metaworld", t, tuple(cameras), cfg.demo.height, cfg.demo.width, steps,
-                    goal_in_state=cfg.demo.goal_in_state) for t in tasks]
+    return [EnvSpec("metaworld", "metaworld", t, tuple(cameras), cfg.demo.height, cfg.demo.width, steps)
+            for t in tasks]
 
 
 def demo_seeds(cfg: Config):
@@ -67,7 +68,7 @@ def demo_seeds(cfg: Config):
         if env.task not in cfg.demo.tasks:
             return set()
         index = cfg.demo.tasks.index(env.task)
-        return {episode_seed(cfg.demo.seed, index, a) for a in range(ATTEMPTS_PER_EPISODE * cfg.demo.episodes(env.task))}
+        return {episode_seed(cfg.demo.seed, index, a) for a in range(ATTEMPTS_PER_EPISODE * cfg.demo.episodes_per_task)}
 
     return seeds
 
@@ -161,14 +162,14 @@ def print_table(summary: dict[str, Any]) -> None:
 def evaluate_model(cfg: Config, show_progress: bool = True) -> dict[str, Any]:
     """Resolve `eval.model`, roll it out, write and log the results; returns the results dict."""
     from pipeline import eval_tracking, tracking
-    from pipeline.policy_bundle import PolicyInfo, load_policy
-    from sim.policies import BundlePolicy
+    from pipeline.policy_bundle import load_policy, read_info
+    from sim.policies import LearnedPolicy
 
     if not cfg.eval.model:
         raise ValueError("no model to evaluate: pass model=models:/<name>@<alias> or model=<bundle dir>")
     tracking.setup(cfg)
     ref = eval_tracking.resolve(cfg.eval.model)
-    info = PolicyInfo(**json.loads((ref.bundle / "policy.json").read_text())["info"])  # cheap checks first
+    info = read_info(ref.bundle)  # cheap checks first
     envs = env_specs(cfg, [camera_name(c) for c in info.cameras], list(info.tasks))
     missing = sorted({instruction_of(e) for e in envs} - set(info.tasks))
     if missing:
@@ -180,12 +181,11 @@ def evaluate_model(cfg: Config, show_progress: bool = True) -> dict[str, Any]:
     else:
         episodes = plan_episodes(envs, cfg.eval.episodes_per_task, cfg.eval.seed, cfg.eval.videos_per_task,
                                  demo_seeds(cfg))
-    settings = LoopSettings(info.image_height, info.image_width, cfg.eval.replan_every, cfg.demo.fps,
-                            current_scale=info.current_frame_scale)
+    settings = LoopSettings(cfg.eval.replan_every, cfg.demo.fps)
     console.print(f"evaluating {ref.uri} ({ref.label}): {len(envs)} task(s) x {cfg.eval.episodes_per_task} episodes "
                   f"on {cfg.eval.layouts.value} layouts, {cfg.eval.num_workers} worker(s), "
                   f"replan every {cfg.eval.replan_every} of {info.action_horizon}")
-    summary, results = run(cfg, BundlePolicy(loaded), episodes, settings, show_progress)
+    summary, results = run(cfg, LearnedPolicy(loaded.policy), episodes, settings, show_progress)
     previous = eval_tracking.champion_score(ref, cfg.eval.champion_alias)
     meta = {"model": ref.uri, "registered_model": ref.name, "version": ref.version, "run_id": ref.run_id,
             "env": cfg.eval.env.value, "episodes_per_task": cfg.eval.episodes_per_task, "seed": cfg.eval.seed,
@@ -196,8 +196,8 @@ def evaluate_model(cfg: Config, show_progress: bool = True) -> dict[str, Any]:
     if ref.run_id:
         eval_tracking.log_results(ref, summary, out_dir, prefix="eval_demo" if on_demo_layouts else "eval")
         console.print(f"logged to MLflow run {ref.run_id}")
-    crowned = not on_demo_layouts and not cfg.demo.goal_in_state and eval_tracking.maybe_crown(ref, summary["success_mean"],
-                                                                 cfg.eval.champion_alias, previous)
+    crowned = not on_demo_layouts and eval_tracking.maybe_crown(ref, summary["success_mean"], cfg.eval.champion_alias,
+                                                                previous)
     if crowned:
         console.print(f"{ref.label} is the {cfg.eval.champion_alias} (previous: {previous[0] or 'none'})")
     console.print(f"results: {path}")

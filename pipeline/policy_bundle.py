@@ -20,9 +20,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from model.checkpoint import config_from_json, load_checkpoint
-from model.policy import LightWAMPolicy, MinMax
+from model.config import VaeConfig
+from model.normalize import MinMax
+from model.policy import LightWAMPolicy, Prompts
 from model.vae import build_vae, vae_identity
-from pipeline.config import Config, VaeConfig
+from pipeline.config import Config
 from stages.cache_loader import CacheHandle
 
 
@@ -34,21 +36,12 @@ class PolicyInfo:
     action_horizon: int
     tasks: list[str]
     cache_fingerprint: str
-    current_frame_scale: int = 1  # the expert's pixel path reads the frame this much larger (cache.current_frame_scale)
 
 
 @dataclass
 class LoadedPolicy:
     policy: LightWAMPolicy
     info: PolicyInfo
-    text: dict[str, tuple[torch.Tensor, torch.Tensor]]  # task -> (embedding [L, D], mask [L])
-
-    def act(self, pixels: torch.Tensor, state: torch.Tensor, task: str,
-            current: torch.Tensor | None = None) -> torch.Tensor:
-        if task not in self.text:
-            raise KeyError(f"task {task!r} was not in the training data; known: {sorted(self.text)}")
-        emb, mask = self.text[task]
-        return self.policy.act(pixels, state, emb, mask, current)
 
 
 def write_bundle(out: Path, model_file: Path, cfg: Config, cache: CacheHandle) -> Path:
@@ -63,12 +56,16 @@ def write_bundle(out: Path, model_file: Path, cfg: Config, cache: CacheHandle) -
         tensors[f"{i}.mask"] = torch.as_tensor(np.asarray(mask, dtype=bool))
     save_file(tensors, str(out / "text.safetensors"))
     info = PolicyInfo(cameras=list(cache.manifest["identity"]["data.cameras"]), image_height=cfg.cache.image_height, image_width=cfg.cache.image_width,
-                      action_horizon=cfg.model.action_horizon, tasks=tasks, cache_fingerprint=cache.fingerprint,
-                      current_frame_scale=int(cache.manifest["identity"].get("cache.current_frame_scale", 1)))
+                      action_horizon=cfg.model.action_horizon, tasks=tasks, cache_fingerprint=cache.fingerprint)
     meta = {"info": asdict(info), "stats": cache.stats, "vae": asdict(cfg.cache.vae),
             "vae_weights_sha256": cache.manifest["vae"]["weights_sha256"]}
     (out / "policy.json").write_text(json.dumps(meta, indent=2))
     return out
+
+
+def read_info(bundle: Path) -> PolicyInfo:
+    """What the policy expects (cameras, image size, tasks), without loading any weights."""
+    return PolicyInfo(**json.loads((Path(bundle) / "policy.json").read_text())["info"])
 
 
 def load_policy(bundle: Path, device: str = "cpu", check_vae: bool = True) -> LoadedPolicy:
@@ -83,7 +80,9 @@ def load_policy(bundle: Path, device: str = "cpu", check_vae: bool = True) -> Lo
     model_cfg.device = device  # trained on any device, loaded onto this one
     model = load_checkpoint(bundle / "model.safetensors", cfg=model_cfg, inference=True)
     stats = meta["stats"]
-    policy = LightWAMPolicy(model, vae, MinMax.from_stats(stats["proprio"], device), MinMax.from_stats(stats["actions"], device))
     raw = load_file(str(bundle / "text.safetensors"))
-    text = {task: (raw[f"{i}.embedding"], raw[f"{i}.mask"]) for i, task in enumerate(info.tasks)}
-    return LoadedPolicy(policy, info, text)
+    prompts = Prompts({task: (raw[f"{i}.embedding"], raw[f"{i}.mask"]) for i, task in enumerate(info.tasks)})
+    policy = LightWAMPolicy(model, vae, MinMax.from_stats(stats["proprio"], device),
+                            MinMax.from_stats(stats["actions"], device), prompts, info.cameras,
+                            (info.image_height, info.image_width))
+    return LoadedPolicy(policy, info)

@@ -28,6 +28,8 @@ from pipeline.console import console
 from pipeline.workdir import cache_root, demo_dataset_dir
 from stages.manifest import (MANIFEST, ManifestError, derivable, fingerprint, identify, merge_stats, read_manifest,
                              validate_shards)
+from model.vae import compression
+from stages.cache_loader import CacheHandle, open_cache
 from stages.plan import ClipGeometry, group_episodes, samples_in
 from stages.shards import shard_name, sidecar_path, write_json_atomic
 
@@ -39,14 +41,34 @@ class PreprocessResult:
     ok: bool
     message: str
     skipped: bool = False  # the cache was already complete
+    identity: dict | None = None  # what training opens the cache by (`open_built`)
+
+    def open(self) -> CacheHandle:
+        """The cache training reads: the one just built or found, by the identity computed here."""
+        if not self.ok or self.identity is None:
+            raise ValueError(f"the cache at {self.cache_dir} is not usable: {self.message}")
+        return open_cache(self.cache_dir.parent, self.identity)
 
 
 def dataset_root(cfg: Config) -> Path:
+    """The LeRobot dataset the config names: `data.path`, or the embedded demo (recorded on first use)."""
     if cfg.data.path:
         return Path(cfg.data.path).expanduser().resolve()
     from sim.demos import ensure_demo_dataset
 
-    return Path(ensure_demo_dataset(cfg) or demo_dataset_dir(cfg))
+    return ensure_demo_dataset(cfg.demo, demo_dataset_dir(cfg))
+
+
+def open_reader(cfg: Config, root: Path | None = None):
+    from stages.lerobot import LeRobotDataset
+
+    return LeRobotDataset(root or dataset_root(cfg), cameras=cfg.data.cameras or None,
+                          state_key=cfg.data.state_key, action_key=cfg.data.action_key)
+
+
+def open_cache_for(cfg: Config) -> CacheHandle:
+    """The existing cache `cfg` asks for (training alone, evaluation, benchmarks); builds nothing."""
+    return open_cache(cache_root(cfg), identify(cfg.cache, cfg.data, open_reader(cfg)))
 
 
 def run_pipeline(cfg: Config, root: Path, cache_dir: Path, cameras: list[str], text_keys: dict,
@@ -70,8 +92,7 @@ def run_pipeline(cfg: Config, root: Path, cache_dir: Path, cameras: list[str], t
     actors = min(c.encode_actors, gpus) if use_gpu else max(1, c.encode_actors)
     threads = c.encode_threads or max(1, int(ray.cluster_resources().get("CPU", 1)) // actors)
     decode = DecodeSpec(str(root), cameras, cfg.data.state_key, cfg.data.action_key,
-                        ClipGeometry.from_config(c), c.image_height, c.image_width, text_keys,
-                        c.current_frame_scale if c.current_frames else 1)
+                        ClipGeometry.from_config(c), c.image_height, c.image_width, text_keys)
     encode = EncodeSpec(c.vae, "cuda" if use_gpu else "cpu", c.dtype, c.encode_batch_size, 0 if use_gpu else threads,
                         c.current_frames)
 
@@ -140,15 +161,13 @@ def _too_many_rejects(rejected: list[dict], episodes: int, limit: float) -> str:
 
 def preprocess(cfg: Config) -> PreprocessResult:
     from cluster.ray_session import ray_session
-    from stages.lerobot import LeRobotDataset
     from stages.text import ensure_text_embeddings
 
     t0 = time.perf_counter()
     root = dataset_root(cfg)
-    reader = LeRobotDataset(root, cameras=cfg.data.cameras or None, state_key=cfg.data.state_key,
-                            action_key=cfg.data.action_key)
+    reader = open_reader(cfg, root)
     geom = ClipGeometry.from_config(cfg.cache)
-    identity = identify(cfg, reader)
+    identity = identify(cfg.cache, cfg.data, reader)
     fp = fingerprint(identity)
     cache_dir = cache_root(cfg) / fp
     try:
@@ -156,7 +175,7 @@ def preprocess(cfg: Config) -> PreprocessResult:
         validate_shards(cache_dir, manifest)
         error = _too_many_rejects(manifest["rejected"], manifest["episodes"], cfg.cache.max_reject_fraction)
         return PreprocessResult(cache_dir, fp, manifest, not error, error or "cache is up to date; nothing to do",
-                                skipped=True)
+                                skipped=True, identity=identity)
     except ManifestError:
         pass
 
@@ -186,12 +205,14 @@ def preprocess(cfg: Config) -> PreprocessResult:
     error = _too_many_rejects(rejected, len(reader.episodes), cfg.cache.max_reject_fraction)
     if error:
         return PreprocessResult(cache_dir, fp, None, False, error + "; no manifest written")
-    h8, w8 = cfg.cache.image_height // 8, cfg.cache.image_width * len(reader.camera_keys) // 8
+    spatial = compression(identity["cache.vae"]["config"])[1]
+    h8, w8 = cfg.cache.image_height // spatial, cfg.cache.image_width * len(reader.camera_keys) // spatial
     timings = {"identity_s": t_identity - t0, "text_s": t_text - t_identity, "pipeline_s": t_pipeline - t_text,
                "total_s": time.perf_counter() - t0}
     manifest = _build_manifest(cfg, identity, fp, len(reader.episodes), records, text_keys, timings, (h8, w8))
     write_json_atomic(cache_dir / MANIFEST, manifest)
-    return PreprocessResult(cache_dir, fp, manifest, True, f"cache written in {timings['total_s']:.1f}s")
+    return PreprocessResult(cache_dir, fp, manifest, True, f"cache written in {timings['total_s']:.1f}s",
+                            identity=identity)
 
 
 def print_summary(result: PreprocessResult) -> None:

@@ -1,26 +1,24 @@
-"""Named presets: `paper` (DESIGN.md section 2) and `demo` (the embedded default).
+"""Named presets: `paper`, `demo` (the embedded default) and `bench` (MetaWorld MT10).
 
-The dataclass defaults in `pipeline.config` *are* the paper's numbers; the
+The dataclass defaults of the layers' configs *are* the paper's numbers; the
 `paper` preset only adds what is specific to LIBERO data and evaluation. The
 `demo` preset shrinks every model so the whole pipeline runs on a 2-core CPU
 in minutes, with nothing pretrained (so its backbone is trained, not frozen).
 `bench` is the demo model on MetaWorld MT10 with an hour of training and 50
-evaluation episodes per task: the measurement of issue 8 (`benchmarks/metaworld.py`).
+evaluation episodes per task (`benchmarks/metaworld.py`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipeline.config import (
-    Codec,
-    Config,
-    SimEnv,
-    TextEncoder,
-)
+from model.config import TextEncoder
+from pipeline.config import Config
+from sim.config import Codec, SimEnv
 
 
 def paper() -> Config:
+    """The paper's LIBERO configuration: Wan2.1-T2V-1.3B from a local directory, frozen (DESIGN.md section 2)."""
     cfg = Config(preset="paper", workdir="work-paper")
     cfg.data.cameras = ["observation.images.image", "observation.images.wrist_image"]
     cfg.eval.env = SimEnv.libero
@@ -33,6 +31,7 @@ def paper() -> Config:
 
 
 def demo() -> Config:
+    """The embedded default: small random models, MetaWorld demos, minutes on a 2-core CPU."""
     cfg = Config(preset="demo", workdir="work")
     # data: two 64x64 cameras side by side, short clips
     cfg.cache.image_height = 64
@@ -100,31 +99,23 @@ def bench() -> Config:
     """The demo model trained on MetaWorld MT10 for ~60 minutes of this 2-core CPU, evaluated at 50 episodes/task."""
     cfg = demo()
     cfg.preset, cfg.workdir = "bench", "work-bench"
-    # The scripted experts solve every MT10 task within 120 steps (measured: 2 layouts per task, longest
-    # door-open-v3 at 116), so demo.max_steps=200 leaves margin; failed layouts are redrawn anyway.
+    # The scripted experts solve every MT10 task well within demo.max_steps=200; failed layouts are redrawn.
     cfg.demo.tasks = list(MT10)
     # MetaWorld's `corner` view shows the 2 cm goal markers as one pixel at 64x64; `workspace` frames the
-    # table closely enough for 6-9 (sim.metaworld_env.VIRTUAL_CAMERAS). The wrist view stays: a second table
-    # view (`workspace_left`) reads floating goals better offline (benchmarks/goal_probe.py), but closed loop,
-    # with 50 demos per task, it scored 54.8% against the wrist view's 61.6% (RESULTS.md, 2026-12-03 20:10).
+    # table closely enough for 6-9 pixels (sim.metaworld_env.VIRTUAL_CAMERAS); the wrist view scored better
+    # closed loop than a second table view.
     cfg.demo.cameras = ["workspace", "gripperPOV"]
     cfg.demo.episodes_per_task = 20
-    # Lossless video: with the default h264 (yuv420p, crf 18) the cached latents of training frames and the
-    # latents of the frames evaluation renders differ enough to halve how well object positions can be
-    # read from them (benchmarks/goal_probe.py).
+    # Lossless video: with lossy h264 the cached latents of training frames and those of the frames
+    # evaluation renders differ enough to blur where objects are (diagnostics/goal_probe.py).
     cfg.demo.codec = Codec.h264_lossless
-    # Sizing, measured on MT10 (pilots, 2-core machine, nothing else running): 66-90 samples/s for the full
-    # model, ~130 for the action-only ablation (it skips the video pass); with the state and pixel paths below,
-    # the action-only arm ran at 102 (34.8 min), the full one at 61.5 (53.8 min). 12000 steps x 16 samples =
-    # 35-54 min of loop + ~1 min fixed: inside the 60-minute budget. Under load (27 samples/s was seen with
-    # other jobs running) it would not be: benchmarks/metaworld.py prints the measured time; lower train.steps if over.
+    # 12000 steps x 16 samples fit the 60-minute training budget of the benchmark on a quiet 2-core CPU, for
+    # both arms (with and without the video loss); benchmarks/metaworld.py prints the measured time.
     cfg.train.steps = 12000
-    # The expert reads the robot state and the current frame's pixels directly, beside the fused tokens: the
-    # random VAE's 8x8 latents lose where small things are, and the state reached the actions only through
-    # the image tokens (RESULTS.md, 2026-12-03). The cache then also stores each sample's current frame.
+    # The expert also reads the current frame's keypoints and the robot state (model.shortcut, not in the
+    # paper): the random VAE's 8x8 latents lose where small things are (benchmarks/RESULTS.md).
     cfg.cache.current_frames = True
-    cfg.model.expert.state_input = True
-    cfg.model.expert.pixel_input = True
+    cfg.model.shortcut.enabled = True
     cfg.train.warmup_steps = 200
     cfg.train.checkpoint_every = 1000
     cfg.train.log_every = 50
@@ -136,3 +127,9 @@ def bench() -> Config:
 
 
 PRESETS: dict[str, Callable[[], Config]] = {"demo": demo, "paper": paper, "bench": bench}
+
+
+def describe_presets() -> str:
+    """One line per preset: its name and the first line of its docstring."""
+    return "\n".join(f"  {name:<8} {(fn.__doc__ or '').strip().splitlines()[0]}" for name, fn in PRESETS.items())
+

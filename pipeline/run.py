@@ -46,9 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     from cluster.ray_session import ray_session
     from pipeline import tracking
     from pipeline.evaluate import evaluate_model
-    from pipeline.preprocess import preprocess, print_summary
+    from pipeline.preprocess import dataset_root, preprocess, print_summary
     from pipeline.train import train
-    from stages.cache_loader import open_cache
 
     console.rule(f"Light-WAM pipeline (preset {cfg.preset}, workdir {cfg.workdir})")
     times: dict[str, float] = {}
@@ -58,12 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"Ray: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU")
 
         # 1. the dataset: a local LeRobot dataset, or the embedded MetaWorld demo
-        if cfg.data.path:
-            console.print(f"\\[1/4] dataset: {cfg.data.path}")
-        else:
-            from sim.demos import ensure_demo_dataset
-
-            console.print(f"\\[1/4] demo dataset: {ensure_demo_dataset(cfg)}")
+        console.print(f"\\[1/4] dataset: {dataset_root(cfg)}")
         times["dataset"] = time.perf_counter() - start
 
         # 2. the offline cache: Ray Data -> WebDataset latent shards + manifest
@@ -72,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         print_summary(built)
         if not built.ok:
             raise SystemExit(1)
-        cache = open_cache(cfg)
+        cache = built.open()
         times["cache"] = time.perf_counter() - start - sum(times.values())
 
         # 3. training: Ray Train DDP, tracked in MLflow, final checkpoint registered

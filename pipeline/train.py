@@ -25,11 +25,12 @@ from pipeline.cli import parse_or_exit, to_flat_dict, to_yaml
 from pipeline.config import Config
 from pipeline.console import console
 from pipeline.policy_bundle import write_bundle
+from pipeline.preprocess import open_cache_for
 from pipeline.progress import TrainingProgress
 from pipeline.train_resume import recover_unreadable_snapshot
 from pipeline.train_worker import train_loop_per_worker
 from pipeline.workdir import ray_storage
-from stages.cache_loader import CacheHandle, open_cache
+from stages.cache_loader import CacheHandle
 
 RUN_NAME_TAG = "lightwam.run_name"
 FINGERPRINT_TAG = "lightwam.cache_fingerprint"
@@ -92,7 +93,7 @@ def _trainer(cfg: Config, cache: CacheHandle, name: str, run_id: str, uri: str) 
 
 def train(cfg: Config, cache: CacheHandle | None = None) -> TrainResult:
     """Train (or continue, or skip when already finished) and register the final checkpoint."""
-    cache = cache or open_cache(cfg)
+    cache = cache or open_cache_for(cfg)
     experiment_id = tracking.setup(cfg)
     uri = tracking.tracking_uri(cfg)
     name = run_name(cfg)
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         built = preprocess(cfg)  # a no-op when the cache for this config exists
         if not built.ok:
             raise SystemExit(f"offline cache failed: {built.message}")
-        result = train(cfg, open_cache(cfg))
+        result = train(cfg, open_cache_for(cfg))
     console.print(f"MLflow run {result.run_id}; model {result.model_uri}")
     console.print(f"view it: {tracking.ui_command(cfg)}")
 

@@ -1,15 +1,12 @@
 """Per-worker training batches from the shard cache.
 
 Each rank reads its own shards with `CacheDataset` (tar + `np.load`, no Ray
-Data in the loop). Measured on the demo cache (2-core CPU, busy): reading and
-collating takes ~0.9 ms per sample, against ~75 ms per sample for the training
-step itself (27 samples/s over 2 workers), so a Ray Data pipeline per worker
-(`get_dataset_shard`) could win at most ~1% here while adding actors and
-object-store copies; with GPUs, where steps are ~100x faster, revisit this.
-Small action-only models change that: on the bench cache reading costs ~1 ms
-per sample against ~3-4 ms for a 1-layer backbone's step, so `train.keep_shards_in_memory`
-parses each shard once and serves later epochs from RAM (benchmarks/loader.py: 4.95x).
-The order is a pure function of (seed, rank, world size), so a
+Data in the loop): reading and collating is small next to a training step, so
+a Ray Data pipeline per worker would add actors and object-store copies for
+little. For small, fast models `train.keep_shards_in_memory` parses each shard
+once and serves later epochs from RAM (`benchmarks/loader.py`). Actions and
+proprio are normalized here, with the manifest's min/max, as the policy does at
+inference. The order is a pure function of (seed, rank, world size), so a
 resumed run skips exactly the samples it already consumed.
 """
 
@@ -22,17 +19,15 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
+from model.normalize import MinMax
 from pipeline.config import Config
 from stages.cache_loader import CacheHandle
-
-MODEL_KEYS = ("video_latents", "video_frame_mask", "current_latent", "proprio", "actions", "action_mask",
-              "text", "text_mask")
-OPTIONAL_KEYS = ("current_pixels",)  # in caches built with cache.current_frames (model.expert.pixel_input)
+from stages.schema import BATCH_KEYS, OPTIONAL_BATCH_KEYS
 
 
 def random_shift(pixels: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Each image [B, 3, (1,) H, W] moved by up to `pad` pixels in x and y, edges repeated: the pixel
-    path's augmentation, so 20 layouts per task stretch a little towards the layouts never shown."""
+    """Each image [B, 3, (1,) H, W] moved by up to `pad` pixels in x and y, edges repeated: the shortcut's
+    augmentation, so a few layouts per task stretch a little towards the layouts never shown."""
     if pad <= 0:
         return pixels
     clip = pixels.ndim == 5
@@ -46,17 +41,19 @@ def random_shift(pixels: torch.Tensor, pad: int, gen: torch.Generator) -> torch.
 
 def batches(cfg: Config, cache: CacheHandle, rank: int, world: int, skip: int = 0,
             device: torch.device | str = "cpu") -> Iterator[dict[str, torch.Tensor]]:
-    """Endless shuffled batches of `train.batch_size` for this rank, after skipping `skip` samples.
+    """Endless shuffled, normalized batches of `train.batch_size` for this rank, after skipping `skip` samples.
 
     With `train.pixel_shift` > 0 the current frames (`current_pixels`) are randomly shifted; the
     shifts are seeded by (seed, rank, skip), so a resumed run draws them afresh but reproducibly."""
     samples = iter(cache.dataset(rank=rank, world_size=world, shuffle=True, seed=cfg.train.seed + rank, repeat=True,
                                  in_memory=cfg.train.keep_shards_in_memory))
     samples = itertools.islice(samples, skip, None)
+    norms = {name: MinMax.from_stats(cache.stats[name]) for name in ("proprio", "actions")}
     gen = torch.Generator().manual_seed(hash((cfg.train.seed, rank, skip)) & 0x7FFFFFFF)  # ints hash alike everywhere
     while True:
         chunk = list(itertools.islice(samples, cfg.train.batch_size))
-        batch = default_collate([{k: s[k] for k in MODEL_KEYS + OPTIONAL_KEYS if k in s} for s in chunk])
+        batch = default_collate([{k: s[k] for k in BATCH_KEYS + OPTIONAL_BATCH_KEYS if k in s} for s in chunk])
+        batch.update({name: norm.normalize(batch[name]) for name, norm in norms.items()})
         if "current_pixels" in batch:
             batch["current_pixels"] = random_shift(batch["current_pixels"], cfg.train.pixel_shift, gen)
         yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}

@@ -21,7 +21,7 @@ import contextlib
 import torch
 from torch import nn
 
-from pipeline.config import ModelConfig
+from model.config import ModelConfig
 
 # How the workers wrap the model: passes that skip parameters, and no second copy of the gradients.
 DDP_KWARGS = {"find_unused_parameters": True, "gradient_as_bucket_view": True}

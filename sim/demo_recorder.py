@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.config import DemoConfig
+from sim.config import DemoConfig
 
 if TYPE_CHECKING:  # the simulator is imported only when recording, so an up-to-date check stays instant
     from sim.metaworld_env import MetaWorldEnv
@@ -81,8 +81,8 @@ class _Simulators:
         task = demo.tasks[task_index]
         if self.task != task:
             self.close()
-            self.env, self.task = MetaWorldEnv(task, demo.cameras, demo.width, demo.height, demo.max_steps,
-                                              demo.goal_in_state), task
+            self.env, self.task = MetaWorldEnv(task, demo.cameras, demo.width, demo.height,
+                                              demo.max_steps), task
         return record_episode(self.env, episode_seed(demo.seed, task_index, attempt), demo.action_noise)
 
     def close(self) -> None:
@@ -101,7 +101,7 @@ def _record_in_worker(demo: DemoConfig, key: Key) -> Episode:
 def worker_count(demo: DemoConfig) -> int:
     """`demo.workers`, or one per CPU (0), never more than there are episodes to record."""
     wanted = demo.workers or os.cpu_count() or 1
-    return max(1, min(wanted, sum(demo.episodes(t) for t in demo.tasks)))
+    return max(1, min(wanted, demo.episodes_per_task * len(demo.tasks)))
 
 
 class EpisodeRecorder:

@@ -1,9 +1,9 @@
 """The embedded demo dataset: MetaWorld scripted experts recorded as a LeRobot v3.0 dataset.
 
 `python -m sim.demos --out DIR [demo.tasks=[reach-v3] demo.episodes_per_task=2 ...]`
-generates into DIR; without `--out` it fills the work directory's demo slot.
-`ensure_demo_dataset(cfg)` is what `pipeline.run` calls: it generates once per
-demo config and returns at once when a complete dataset with that config exists.
+generates into DIR. `ensure_demo_dataset(demo, out)` is what the pipeline calls:
+it generates once per demo config and returns at once when a complete dataset
+with that config exists.
 Generation writes to a temporary directory and renames it when complete, so an
 interrupted run never leaves a dataset that looks finished.
 """
@@ -19,11 +19,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from omegaconf import OmegaConf
+from rich import get_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline.config import Config, DemoConfig
-from pipeline.console import console
-from pipeline.workdir import demo_dataset_dir
+from sim.config import DemoConfig
 from sim.demo_recorder import Episode, EpisodeRecorder, episode_seed, record_episode, worker_count
 from sim.lerobot_writer import LeRobotV3Writer
 
@@ -55,13 +55,11 @@ def demo_config_hash(demo: DemoConfig) -> str:
 def _demo_dict(demo: DemoConfig) -> dict:
     """The fields that shape the dataset (`workers` only changes how fast it is made).
 
-    `action_noise`, `goal_in_state` and `episodes_by_task` join only when set, so datasets made before they
-    existed keep their hash.
+    `action_noise` joins only when set, so datasets made before it existed keep their hash.
     """
     fields = {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(demo).items() if k != "workers"}
-    for optional in ("action_noise", "goal_in_state", "episodes_by_task"):
-        if not fields[optional]:
-            del fields[optional]
+    if not fields["action_noise"]:
+        del fields["action_noise"]
     return fields
 
 
@@ -70,7 +68,7 @@ def generate(demo: DemoConfig, out: Path, show_progress: bool = True) -> DemoSum
     out = Path(out).expanduser().resolve()
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise DemoError(f"refusing to overwrite {out}: it exists and is not a demo dataset")
-    from sim.metaworld_env import ACTION_NAMES, GOAL_NAMES, STATE_NAMES
+    from sim.metaworld_env import ACTION_NAMES, STATE_NAMES
 
     _validate(demo)
 
@@ -78,10 +76,9 @@ def generate(demo: DemoConfig, out: Path, show_progress: bool = True) -> DemoSum
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    state_names = STATE_NAMES + (GOAL_NAMES if demo.goal_in_state else [])
     try:
         writer = LeRobotV3Writer(tmp, demo.fps, demo.cameras, demo.width, demo.height, demo.codec,
-                                 robot_type="sawyer", state_names=state_names, action_names=ACTION_NAMES)
+                                 robot_type="sawyer", state_names=STATE_NAMES, action_names=ACTION_NAMES)
         episodes, frames, attempts = _record_all(demo, writer, show_progress)
         writer.finish()
         (tmp / MARKER).write_text(json.dumps({"hash": demo_config_hash(demo), "demo": _demo_dict(demo)}, indent=2))
@@ -101,11 +98,6 @@ def _validate(demo: DemoConfig) -> None:
     problems = []
     if not demo.tasks or demo.episodes_per_task < 1:
         problems.append("demo.tasks must name at least one task and demo.episodes_per_task must be >= 1")
-    stray = sorted(set(demo.episodes_by_task) - set(demo.tasks))
-    if stray:
-        problems.append(f"demo.episodes_by_task names task(s) {stray} that are not in demo.tasks {demo.tasks}")
-    if any(n < 1 for n in demo.episodes_by_task.values()):
-        problems.append(f"demo.episodes_by_task counts must be >= 1, got {demo.episodes_by_task}")
     unknown = [t for t in demo.tasks if t not in task_names()]
     if unknown:
         problems.append(f"unknown task(s) {unknown}; available: {', '.join(task_names())}")
@@ -125,16 +117,16 @@ def _validate(demo: DemoConfig) -> None:
 
 def _record_all(demo: DemoConfig, writer: LeRobotV3Writer, show_progress: bool) -> tuple[int, int, int]:
     """Episodes in task order, attempts in order, failed layouts redrawn: the same dataset for any worker count."""
-    total = sum(demo.episodes(t) for t in demo.tasks)
+    total = demo.episodes_per_task * len(demo.tasks)
     episodes = frames = attempts = 0
     workers = worker_count(demo)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with (Progress(*columns, console=console, disable=not show_progress, transient=False) as progress,
+    with (Progress(*columns, console=get_console(), disable=not show_progress, transient=False) as progress,
           EpisodeRecorder(demo, workers) as recorder):
         bar = progress.add_task(f"demo episodes ({workers} worker{'s' * (workers > 1)})", total=total)
-        recorder.expect([(t, a) for t, task in enumerate(demo.tasks) for a in range(demo.episodes(task))])
+        recorder.expect([(t, a) for t in range(len(demo.tasks)) for a in range(demo.episodes_per_task)])
         for task_index, task in enumerate(demo.tasks):
-            wanted = demo.episodes(task)
+            wanted = demo.episodes_per_task
             kept, max_attempts = 0, ATTEMPTS_PER_EPISODE * wanted
             for attempt in range(max_attempts):
                 if kept == wanted:
@@ -155,47 +147,58 @@ def _record_all(demo: DemoConfig, writer: LeRobotV3Writer, show_progress: bool) 
     return episodes, frames, attempts
 
 
-def ensure_demo_dataset(cfg: Config) -> Path:
-    """The demo dataset for `cfg.demo`, generated only if no complete one with the same config exists."""
-    out = demo_dataset_dir(cfg)
-    marker = out / MARKER
-    if marker.exists() and json.loads(marker.read_text()).get("hash") == demo_config_hash(cfg.demo):
-        return out
-    summary = generate(cfg.demo, out)
+def ensure_demo_dataset(demo: DemoConfig, out: Path) -> Path:
+    """The demo dataset for `demo` at `out`, generated only if no complete one with the same config is there."""
+    marker = Path(out) / MARKER
+    if marker.exists() and json.loads(marker.read_text()).get("hash") == demo_config_hash(demo):
+        return Path(out)
+    summary = generate(demo, Path(out))
     print_summary(summary)
-    return out
+    return Path(out)
 
 
 def print_summary(summary: DemoSummary) -> None:
-    console.print(f"demo dataset: {summary.episodes} episodes, {summary.frames} frames "
-                  f"({summary.attempts} rollouts) in {summary.seconds:.1f} s -> {summary.path}")
+    get_console().print(f"demo dataset: {summary.episodes} episodes, {summary.frames} frames "
+                        f"({summary.attempts} rollouts) in {summary.seconds:.1f} s -> {summary.path}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    from pipeline.cli import parse_or_exit
+USAGE = "usage: python -m sim.demos --out DIR [demo.KEY=VALUE ...]   (keys: the fields of sim.config.DemoConfig)"
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    out: str | None = None
-    rest = []
+
+def parse_args(argv: list[str]) -> tuple[Path, DemoConfig]:
+    """`--out DIR` and `demo.*` overrides -> (out, DemoConfig); a bad argument exits 2 naming it."""
+    out, overrides, args = None, [], list(argv)
     while args:
         arg = args.pop(0)
-        if arg == "--out":
-            if not args:
-                raise SystemExit("--out needs a directory")
+        if arg in ("-h", "--help"):
+            print(__doc__.strip() + "\n\n" + USAGE)
+            raise SystemExit(0)
+        if arg == "--out" and args:
             out = args.pop(0)
         elif arg.startswith("--out="):
             out = arg.split("=", 1)[1]
+        elif arg.startswith("demo.") and "=" in arg:
+            overrides.append(arg.removeprefix("demo."))
         else:
-            rest.append(arg)
-    cfg = parse_or_exit(rest)
+            print(f"sim.demos: cannot parse argument {arg!r}\n{USAGE}", file=sys.stderr)
+            raise SystemExit(2)
+    if out is None:
+        print(f"sim.demos: --out DIR is required\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
     try:
-        if out is None:
-            path = ensure_demo_dataset(cfg)
-            console.print(f"demo dataset ready: {path}")
-        else:
-            print_summary(generate(cfg.demo, Path(out)))
+        merged = OmegaConf.merge(OmegaConf.structured(DemoConfig), OmegaConf.from_dotlist(overrides))
+    except Exception as err:  # OmegaConf names the key and the expected type
+        print(f"sim.demos: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return Path(out), OmegaConf.to_object(merged)
+
+
+def main(argv: list[str] | None = None) -> None:
+    out, demo = parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        print_summary(generate(demo, out))
     except DemoError as err:
-        console.print(f"[red]demo generation failed:[/red] {err}")
+        get_console().print(f"[red]demo generation failed:[/red] {err}")
         raise SystemExit(1) from None
 
 

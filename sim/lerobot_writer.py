@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import Codec
+from sim.config import Codec
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000

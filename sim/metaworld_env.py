@@ -26,7 +26,6 @@ from metaworld.policies import ENV_POLICY_MAP
 Obs = dict[str, Any]  # {"images": {camera: uint8 [H, W, 3]}, "state": float32 [4]}
 
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_opening"]
-GOAL_NAMES = ["goal_x", "goal_y", "goal_z"]  # DemoConfig.goal_in_state (a diagnostic)
 ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "gripper"]
 
 # Cameras every MetaWorld v3 scene defines.
@@ -104,15 +103,13 @@ def instruction_for(task: str) -> str:
 class MetaWorldEnv:
     """A MetaWorld v3 task: seeded resets, 4-d robot state, images from named cameras."""
 
-    def __init__(self, task: str, cameras: list[str], width: int, height: int, max_steps: int,
-                 goal_in_state: bool = False) -> None:
+    def __init__(self, task: str, cameras: list[str], width: int, height: int, max_steps: int) -> None:
         if task not in ENV_POLICY_MAP:
             raise ValueError(f"unknown MetaWorld task '{task}'; available: {', '.join(task_names())}")
         self.task = task
         self.instruction = instruction_for(task)
         self.cameras = list(cameras)
         self.max_steps = max_steps
-        self.goal_in_state = goal_in_state
         env = gym.make("Meta-World/MT1", env_name=task, disable_env_checker=True)
         # Set a task once (fully observable, as MT1 makes it) and stop re-sampling it on reset:
         # layouts come from the seeded random vector instead (see reset).
@@ -177,15 +174,11 @@ class MetaWorldEnv:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def robot_state(self) -> np.ndarray:
-        """End-effector position (3) and gripper opening in [0, 1] (1), read from the simulator;
-        then the privileged goal position (3) when `goal_in_state` (a diagnostic)."""
+        """End-effector position (3) and gripper opening in [0, 1] (1), read from the simulator."""
         env = self._env
         fingers = env.data.body("rightclaw").xpos - env.data.body("leftclaw").xpos
         opening = np.clip(np.linalg.norm(fingers) / 0.1, 0.0, 1.0)  # fingers open ~0.1 m apart at most
-        state = np.append(env.get_endeff_pos(), opening)
-        if self.goal_in_state:
-            state = np.append(state, env._target_pos)
-        return state.astype(np.float32)
+        return np.append(env.get_endeff_pos(), opening).astype(np.float32)
 
     def render(self) -> dict[str, np.ndarray]:
         """uint8 [H, W, 3] per camera, upright."""

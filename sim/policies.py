@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
-import torch
 
-from sim.observation import to_pixels
+from model.policy import LightWAMPolicy, Observation
 from sim.rollout import Request
 
 
@@ -45,60 +44,14 @@ class ConstantPolicy:
         return [self.chunk.copy() for _ in requests]
 
 
-class BundlePolicy:
-    """A trained Light-WAM policy bundle (`pipeline.policy_bundle.load_policy`), batched."""
+class LearnedPolicy:
+    """A trained Light-WAM (`model.policy.LightWAMPolicy`): one batched forward for all waiting simulators."""
 
     needs_expert = False
 
-    def __init__(self, loaded) -> None:  # LoadedPolicy; untyped to keep this module free of the model stack
-        self.loaded = loaded
-
-    @property
-    def cameras(self) -> list[str]:
-        return list(self.loaded.info.cameras)
+    def __init__(self, policy: LightWAMPolicy) -> None:
+        self.policy = policy
 
     def act_batch(self, requests: list[Request]) -> list[np.ndarray]:
-        pixels = to_pixels(np.stack([r.image for r in requests]))
-        states = torch.from_numpy(np.stack([r.state for r in requests]))
-        current = to_pixels(np.stack([r.current for r in requests])) if requests[0].current is not None else None
-        chunks = act_batch(self.loaded, pixels, states, [r.instruction for r in requests], current)
-        return list(chunks.numpy())
-
-
-def require_known(tasks: list[str], known) -> None:
-    """A policy only knows the instructions it was trained on: name the others."""
-    unknown = sorted(set(tasks) - set(known))
-    if unknown:
-        raise KeyError(f"task(s) {unknown} were not in the training data; known: {sorted(known)}")
-
-
-@torch.inference_mode()
-def act_batch(loaded, pixels: torch.Tensor, states: torch.Tensor, tasks: list[str],
-              current: torch.Tensor | None = None) -> torch.Tensor:
-    """pixels [B, 3, H, W] in [-1, 1], raw states [B, P], task texts -> raw action chunks [B, H, A].
-
-    `current` [B, 3, sH, sW]: the same frames larger, for a policy trained with cache.current_frame_scale > 1
-    (the VAE reads `pixels`, the expert's pixel path `current`). The batched twin of `LightWAMPolicy.act`:
-    same normalization, one forward pass for B observations.
-    """
-    require_known(tasks, loaded.text)
-    policy = loaded.policy
-    texts = [loaded.text[t] for t in tasks]
-    length = max(e.shape[0] for e, _ in texts)
-    emb = torch.zeros(len(tasks), length, texts[0][0].shape[1])
-    mask = torch.zeros(len(tasks), length, dtype=torch.bool)
-    for i, (e, m) in enumerate(texts):
-        emb[i, : e.shape[0]], mask[i, : e.shape[0]] = e, m
-    batch = {
-        "current_pixels": pixels.to(policy.device, policy.vae.dtype)[:, :, None],
-        "proprio": policy.state_norm.normalize(states.to(policy.device, torch.float32)).to(policy.dtype),
-        "text": emb.to(policy.device, policy.dtype),
-        "text_mask": mask.to(policy.device),
-    }
-    if current is not None:
-        from model.vae import encode
-
-        batch["current_latent"] = encode(policy.vae, batch["current_pixels"])
-        batch["current_pixels"] = current.to(policy.device, policy.vae.dtype)[:, :, None]
-    actions = policy.model.predict_actions(batch, vae=policy.vae)
-    return policy.action_norm.denormalize(actions.float()).cpu()
+        observations = [Observation(r.images, r.state, r.instruction) for r in requests]
+        return list(self.policy.act_batch(observations))

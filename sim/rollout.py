@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sim.observation import join_cameras
 from sim.video import encode_mp4
 
 
@@ -45,7 +44,6 @@ class EnvSpec:
     task_id: int = 0  # LIBERO: index of the task in its suite
     noop_steps: int = 0  # LIBERO: settle the scene before the policy acts
     flip_gripper: bool = False  # LIBERO: dataset and env disagree on the gripper sign
-    goal_in_state: bool = False  # MetaWorld: the privileged goal in the state (DemoConfig.goal_in_state)
 
 
 @dataclass(frozen=True)
@@ -58,36 +56,19 @@ class EpisodeSpec:
 
 @dataclass(frozen=True)
 class LoopSettings:
-    image_height: int  # per camera, the policy's input size
-    image_width: int
     replan_every: int  # execute the first k actions of each chunk
     fps: int = 20  # of the rollout videos
     with_expert: bool = False  # attach the scripted expert's action to each request (MetaWorld)
-    current_scale: int = 1  # > 1: also the frame at this multiple of the image size (cache.current_frame_scale)
-    record_trace: bool = False  # keep every visited state with the expert's action there (DAgger, MetaWorld)
 
 
 @dataclass
 class Request:
-    """One observation waiting for a chunk: the policy input exactly as the cache made it."""
+    """One observation waiting for a chunk, as the simulator rendered it (the policy resizes)."""
 
-    image: np.ndarray  # uint8 [H, W * ncam, 3] at the policy resolution
+    images: dict[str, np.ndarray]  # simulator camera -> uint8 [H, W, 3]
     state: np.ndarray  # float32 [P] raw proprio
     instruction: str
     expert: np.ndarray | None = None  # privileged expert action (test/benchmark policies only)
-    current: np.ndarray | None = None  # uint8 [sH, sW * ncam, 3]: the same frame larger, with current_scale > 1
-
-
-@dataclass
-class Trace:
-    """What an episode visited, labelled by the scripted expert: row t is the observation before action t.
-
-    `actions` are the expert's actions at those states, not the ones the policy executed (DAgger's labels).
-    """
-
-    states: np.ndarray  # float32 [T, P]
-    actions: np.ndarray  # float32 [T, A]
-    images: dict[str, np.ndarray]  # simulator camera -> uint8 [T, H, W, 3] at the render size
 
 
 @dataclass
@@ -100,10 +81,9 @@ class EpisodeResult:
     steps: int
     seconds: float
     video: bytes | None = None
-    trace: Trace | None = None
 
     def summary(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("video", "trace")}
+        return {k: v for k, v in self.__dict__.items() if k != "video"}
 
 
 @dataclass
@@ -118,8 +98,7 @@ def make_env(spec: EnvSpec) -> Simulator:
     if spec.kind == "metaworld":
         from sim.metaworld_env import MetaWorldEnv
 
-        return MetaWorldEnv(spec.task, list(spec.cameras), spec.render_width, spec.render_height, spec.max_steps,
-                            spec.goal_in_state)
+        return MetaWorldEnv(spec.task, list(spec.cameras), spec.render_width, spec.render_height, spec.max_steps)
     if spec.kind == "libero":
         from sim.libero_env import LiberoEnv
 
@@ -161,7 +140,6 @@ class Worker:
         self.current, self.steps, self.started = episode, 0, time.perf_counter()
         self.obs = self.env.reset(episode.seed)
         self.frames: list[np.ndarray] = []
-        self.visited: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
         self._record()
 
     def _execute(self, chunk: np.ndarray) -> EpisodeResult | None:
@@ -178,37 +156,19 @@ class Worker:
         episode, self.current = self.current, None
         video = encode_mp4(self.frames, self.settings.fps) if self.frames else None
         return EpisodeResult(episode.env.suite, episode.env.task, episode.episode, episode.seed, success,
-                             self.steps, time.perf_counter() - self.started, video, self._trace())
-
-    def _trace(self) -> Trace | None:
-        """The states before each executed action (the last observation had no action taken in it)."""
-        if not self.settings.record_trace:
-            return None
-        visited = self.visited[: self.steps]
-        cameras = visited[0][2].keys()
-        return Trace(np.stack([v[0] for v in visited]), np.stack([v[1] for v in visited]),
-                     {c: np.stack([v[2][c] for v in visited]) for c in cameras})
+                             self.steps, time.perf_counter() - self.started, video)
 
     def _record(self) -> None:
         assert self.current is not None and self.env is not None
-        if self.settings.record_trace:
-            images = self.obs["images"]
-            self.visited.append((np.asarray(self.obs["state"], dtype=np.float32),
-                                 np.asarray(self.env.expert_action(), dtype=np.float32),  # type: ignore[attr-defined]
-                                 {c: images[c] for c in self.env.cameras}))
         if self.current.record_video:
             images = self.obs["images"]
             self.frames.append(np.concatenate([images[c] for c in self.env.cameras], axis=1))
 
     def _request(self) -> Request:
         assert self.env is not None
-        s = self.settings
-        cameras = list(self.env.cameras)
-        image = join_cameras(self.obs["images"], cameras, s.image_height, s.image_width)
-        current = join_cameras(self.obs["images"], cameras, s.image_height * s.current_scale,
-                               s.image_width * s.current_scale) if s.current_scale > 1 else None
-        expert = self.env.expert_action() if s.with_expert else None  # type: ignore[attr-defined]
-        return Request(image, np.asarray(self.obs["state"], dtype=np.float32), self.env.instruction, expert, current)
+        images = {c: self.obs["images"][c] for c in self.env.cameras}
+        expert = self.env.expert_action() if self.settings.with_expert else None  # type: ignore[attr-defined]
+        return Request(images, np.asarray(self.obs["state"], dtype=np.float32), self.env.instruction, expert)
 
     def close(self) -> None:
         if self.env is not None:

@@ -1,13 +1,12 @@
 """The validating cache loader training uses.
 
-`open_cache(cfg)` finds the cache whose identity is exactly what `cfg` asks for
-(dataset fingerprint, cache settings, VAE and text-encoder identities, schema),
-or one from which it can be derived (a coarser `latent_downsample`, pooled on
-load), and otherwise refuses, naming every field that differs. `CacheDataset`
-iterates the samples as dicts of tensors, split by (rank, world_size) and by
-DataLoader worker, with actions and proprio normalized to [-1, 1] by the
-manifest's min/max. Shards are read with `tarfile` and `np.load(allow_pickle=False)`:
-no pickle anywhere.
+`open_cache(root, wanted, latent_downsample)` finds the cache whose identity is
+exactly `wanted` (dataset fingerprint, cache settings, VAE and text-encoder
+identities, schema), or one from which it can be derived (a coarser
+`latent_downsample`, pooled on load), and otherwise refuses, naming every field
+that differs. `CacheDataset` iterates the samples as dicts of tensors
+(`stages.schema`), split by (rank, world_size) and by DataLoader worker. Shards
+are read with `tarfile` and `np.load(allow_pickle=False)`: no pickle anywhere.
 """
 
 from __future__ import annotations
@@ -24,14 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.config import Config
-from pipeline.workdir import cache_root, demo_dataset_dir
+from model.pixels import to_unit_range
 from stages.downsample import pool_latents
-from stages.manifest import MANIFEST, ManifestError, diff_identity, fingerprint, identify, read_manifest, validate_shards
+from stages.manifest import MANIFEST, ManifestError, diff_identity, fingerprint, read_manifest, validate_shards
 from stages.text import load_text
-
-BATCH_KEYS = ("video_latents", "video_frame_mask", "current_latent", "proprio", "actions", "action_mask",
-              "text", "text_mask")
 
 
 class CacheMismatchError(ValueError):
@@ -51,32 +46,9 @@ class CacheHandle:
     def fingerprint(self) -> str:
         return self.manifest["fingerprint"]
 
-    def normalize(self, name: str, x):
-        """Min/max -> [-1, 1] per dimension; constant dimensions map to 0."""
-        lo, hi = (torch.as_tensor(self.stats[name][k], dtype=torch.float32) for k in ("min", "max"))
-        span = hi - lo
-        x = torch.as_tensor(x, dtype=torch.float32)
-        return torch.where(span > 1e-8, 2 * (x - lo) / span.clamp_min(1e-8) - 1, torch.zeros_like(x))
-
-    def denormalize(self, name: str, x):
-        lo, hi = (torch.as_tensor(self.stats[name][k], dtype=torch.float32) for k in ("min", "max"))
-        return (torch.as_tensor(x, dtype=torch.float32) + 1) / 2 * (hi - lo) + lo
-
     def dataset(self, rank: int = 0, world_size: int = 1, shuffle: bool = False, seed: int = 0,
                 repeat: bool = False, in_memory: bool = False) -> "CacheDataset":
         return CacheDataset(self, rank, world_size, shuffle, seed, repeat, in_memory)
-
-
-def dataset_path(cfg: Config) -> Path:
-    return Path(cfg.data.path).expanduser().resolve() if cfg.data.path else demo_dataset_dir(cfg)
-
-
-def wanted_identity(cfg: Config) -> dict:
-    from stages.lerobot import LeRobotDataset
-
-    reader = LeRobotDataset(dataset_path(cfg), cameras=cfg.data.cameras or None,
-                            state_key=cfg.data.state_key, action_key=cfg.data.action_key)
-    return identify(cfg, reader)
 
 
 def _candidates(root: Path) -> list[tuple[Path, dict]]:
@@ -109,16 +81,15 @@ def find_cache(root: Path, wanted: dict) -> tuple[Path, dict]:
     )
 
 
-def open_cache(cfg: Config, wanted: dict | None = None, verify: bool = False) -> CacheHandle:
-    """Open the cache `cfg` asks for. `wanted` skips recomputing the identity (tests, workers)."""
-    wanted = wanted or wanted_identity(cfg)
-    cache_dir, manifest = find_cache(cache_root(cfg), wanted)
+def open_cache(root: Path, wanted: dict, verify: bool = False) -> CacheHandle:
+    """Open the cache under `root` whose identity is (or derives to) `wanted`."""
+    cache_dir, manifest = find_cache(Path(root), wanted)
     validate_shards(cache_dir, manifest, hash_contents=verify)
     cached = manifest["identity"]["cache.latent_downsample"]
-    extra = cfg.cache.latent_downsample // cached
-    if extra * cached != cfg.cache.latent_downsample:
-        raise CacheMismatchError(f"cache.latent_downsample={cfg.cache.latent_downsample} cannot be derived "
-                                 f"from the cached {cached}")
+    want = wanted["cache.latent_downsample"]
+    extra = want // cached
+    if extra * cached != want:
+        raise CacheMismatchError(f"cache.latent_downsample={want} cannot be derived from the cached {cached}")
     text = {key: load_text(cache_dir, key) for key in set(manifest["text_keys"].values())}
     return CacheHandle(cache_dir, manifest, [cache_dir / s["file"] for s in manifest["shards"]],
                        manifest["stats"], text, extra)
@@ -148,7 +119,7 @@ def read_shard(path: Path) -> Iterator[dict]:
 
 
 class CacheDataset(IterableDataset):
-    """Samples of a cache as dicts of tensors (BATCH_KEYS + episode, frame).
+    """Samples of a cache as dicts of tensors (`stages.schema` keys + episode, frame), in the robot's units.
 
     `in_memory` keeps each shard's decoded samples after its first read, so later
     epochs skip the tar and `np.load` parsing (pure Python); the order is the same.
@@ -178,15 +149,14 @@ class CacheDataset(IterableDataset):
         if h.extra_pool > 1:
             video = pool_latents(video, h.extra_pool)
         extra = {}
-        if "current_frame" in raw:  # uint8 [H, W, 3] -> [3, 1, H, W] in [-1, 1], as sim.observation.to_pixels
-            frame = torch.from_numpy(raw["current_frame"]).float().div_(127.5).sub_(1.0)
-            extra["current_pixels"] = frame.permute(2, 0, 1)[:, None]
+        if "current_frame" in raw:
+            extra["current_pixels"] = to_unit_range(raw["current_frame"])[:, None]
         return extra | {
             "video_latents": torch.from_numpy(np.asarray(video, dtype=np.float32)),
             "video_frame_mask": torch.from_numpy(raw["video_frame_mask"]),
             "current_latent": torch.from_numpy(raw["current_latent"].astype(np.float32)),
-            "proprio": h.normalize("proprio", raw["proprio"]),
-            "actions": h.normalize("actions", raw["actions"]),
+            "proprio": torch.from_numpy(raw["proprio"].astype(np.float32)),
+            "actions": torch.from_numpy(raw["actions"].astype(np.float32)),
             "action_mask": torch.from_numpy(raw["action_mask"]),
             "text": torch.from_numpy(text),
             "text_mask": torch.from_numpy(text_mask),

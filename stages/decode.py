@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from model.pixels import resize, to_unit_range
 from stages import video
 from stages.lerobot import Episode, LeRobotDataset
 from stages.plan import ClipGeometry, plan_episode
 from stages.provenance import node_id
-from stages.shards import OPTIONAL_ARRAYS
+from stages.schema import OPTIONAL_SHARD_ARRAYS
 
 
 @dataclass(frozen=True)
@@ -36,26 +36,15 @@ class DecodeSpec:
     height: int  # per camera
     width: int  # per camera
     text_keys: dict[str, str]  # task text -> text embedding key
-    current_scale: int = 1  # > 1: also each sample's current frame at this multiple of height x width
 
 
 class EpisodeRejected(Exception):
     """Why one episode cannot be cached (it is quarantined, the run goes on)."""
 
 
-def resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 [N, h, w, 3] -> uint8 [N, height, width, 3] (bilinear, antialiased)."""
-    if frames.shape[1:3] == (height, width):
-        return frames
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-
-
 def clip_pixels(frames: np.ndarray, clip_index: np.ndarray) -> torch.Tensor:
     """Gather clips: frames uint8 [N, H, W, 3], clip_index [B, n] -> float [B, 3, n, H, W] in [-1, 1]."""
-    clips = torch.from_numpy(np.ascontiguousarray(frames[clip_index]))  # [B, n, H, W, 3]
-    return clips.permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
+    return to_unit_range(frames[clip_index]).movedim(1, 2)  # [B, n, 3, H, W] -> [B, 3, n, H, W]
 
 
 def _check_finite(name: str, values: np.ndarray) -> None:
@@ -131,21 +120,17 @@ class DecodeGroup:
         plan = plan_episode(episode.length, spec.geometry)
         needed = plan.needed_frames
         clip_index = np.searchsorted(needed, plan.video_index).astype(np.int32)
-        views, current = [], []
+        views = []
         for camera in spec.cameras:
             decoders[str(episode.videos[camera].path)] = video.decoder_for(episode.videos[camera].path)
             images = dataset.read_images(episode, camera, needed)
             if len(images) != len(needed):
                 raise EpisodeRejected(f"{camera}: got {len(images)} frames, asked for {len(needed)}")
             views.append(resize(images, spec.height, spec.width))
-            if spec.current_scale > 1:
-                current.append(resize(images[clip_index[:, 0]], spec.height * spec.current_scale,
-                                      spec.width * spec.current_scale))
         meta = [{"episode": episode.index, "frame": int(t), "task": episode.task,
                  "task_index": episode.task_index, "text_key": spec.text_keys[episode.task]}
                 for t in plan.starts]
-        extra = {"current_frame": np.concatenate(current, axis=2)} if current else {}
-        return extra | {
+        return {
             "frames": np.concatenate(views, axis=2),  # cameras side by side
             "clip_index": clip_index,
             "video_pad": plan.video_pad,
@@ -166,7 +151,7 @@ def _concat(parts: list[dict], spec: DecodeSpec) -> dict:
                 "action_mask": np.zeros((0, spec.geometry.action_horizon), bool),
                 "proprio": np.zeros((0, 0), np.float32), "meta": "[]"}
     cat = {k: np.concatenate([p[k] for p in parts]) for k in
-           ("frames", "clip_index", "video_pad", "actions", "action_mask", "proprio") + OPTIONAL_ARRAYS
+           ("frames", "clip_index", "video_pad", "actions", "action_mask", "proprio") + OPTIONAL_SHARD_ARRAYS
            if k in parts[0]}
     cat["meta"] = json.dumps([m for p in parts for m in p["meta"]])
     return cat

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.vae import build_vae, encode
-from pipeline.config import VaeConfig
+from model.vae import build_vae, compression, encode
+from model.config import VaeConfig
 from stages.decode import clip_pixels
 from stages.provenance import node_id
 
@@ -81,8 +81,9 @@ class VaeEncoder:
             pixels = clip_pixels(frames, clip_index[i:i + self.spec.batch_size]).to(self.spec.device)
             out.append(encode(self.vae, pixels).float().cpu().numpy())
         if not out:
-            z, f = self.vae.config.z_dim, 1 + (clip_index.shape[1] - 1) // 4
-            return np.zeros((0, z, f, frames.shape[1] // 8, frames.shape[2] // 8), np.float32)
+            t, sp = compression(self.vae.config)
+            z, f = self.vae.config.z_dim, 1 + (clip_index.shape[1] - 1) // t
+            return np.zeros((0, z, f, frames.shape[1] // sp, frames.shape[2] // sp), np.float32)
         return np.concatenate(out).astype(storage_dtype(self.spec.dtype), copy=False)
 
     def __call__(self, batch: dict) -> dict:
@@ -90,7 +91,7 @@ class VaeEncoder:
         rows = []
         for i in range(len(batch["shard"])):
             row = {k: v[i] for k, v in batch.items()}
-            if self.spec.current_frames and "current_frame" not in row:  # else decoded at current_scale
+            if self.spec.current_frames:  # the sample's current frame: the first of its clip
                 row["current_frame"] = np.ascontiguousarray(row["frames"][row["clip_index"][:, 0]])
             row["latents"] = self.encode_clips(row.pop("frames"), row["clip_index"])
             row["t_encode"] = time.perf_counter() - start

@@ -16,20 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import Config
+from stages.config import CacheConfig, DataConfig
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-def cache_identity(cfg: Config, dataset_fingerprint: str, cameras: list[str], vae_id: dict, text_id: dict) -> dict:
-    c = cfg.cache
+def cache_identity(c: CacheConfig, data: DataConfig, dataset_fingerprint: str, cameras: list[str], vae_id: dict,
+                   text_id: dict) -> dict:
     return {
         "schema": SCHEMA_VERSION,
         "data.fingerprint": dataset_fingerprint,
         "data.cameras": list(cameras),
-        "data.state_key": cfg.data.state_key,
-        "data.action_key": cfg.data.action_key,
+        "data.state_key": data.state_key,
+        "data.action_key": data.action_key,
         "cache.image_height": c.image_height,
         "cache.image_width": c.image_width,
         "cache.num_frames": c.num_frames,
@@ -41,20 +41,18 @@ def cache_identity(cfg: Config, dataset_fingerprint: str, cameras: list[str], va
         "cache.dtype": c.dtype,
         "cache.vae": vae_id,
         "cache.text": text_id,
-    } | ({"cache.current_frames": True} if c.current_frames else {}) \
-      | ({"cache.current_frame_scale": c.current_frame_scale} if c.current_frame_scale != 1 else {})
-    # (both absent at their defaults: older caches stay valid)
+    } | ({"cache.current_frames": True} if c.current_frames else {})  # absent by default: older caches stay valid
 
 
-def identify(cfg: Config, reader) -> dict:
-    """The identity `cfg` asks for on the dataset `reader` opened: builds the VAE to hash its weights."""
+def identify(cache: CacheConfig, data: DataConfig, reader) -> dict:
+    """The identity the config asks for on the dataset `reader` opened: builds the VAE to hash its weights."""
     import torch
 
     from model.vae import build_vae, vae_identity
     from stages.text import text_identity
 
-    vae_id = vae_identity(build_vae(cfg.cache.vae, "cpu", torch.float32))
-    return cache_identity(cfg, reader.fingerprint(), reader.camera_keys, vae_id, text_identity(cfg.cache.text))
+    vae_id = vae_identity(build_vae(cache.vae, "cpu", torch.float32))
+    return cache_identity(cache, data, reader.fingerprint(), reader.camera_keys, vae_id, text_identity(cache.text))
 
 
 def fingerprint(identity: dict) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.config import CacheConfig
+from stages.config import CacheConfig
 
 
 @dataclass(frozen=True)

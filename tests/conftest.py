@@ -35,7 +35,7 @@ def ray_cluster():
     import ray
 
     from cluster.ray_session import ray_session
-    from pipeline.config import ClusterConfig
+    from cluster.config import ClusterConfig
 
     with ray_session(ClusterConfig(num_cpus=2)):
         yield ray.get_runtime_context().gcs_address

@@ -20,12 +20,12 @@ import torch
 
 from conftest import subprocess_env
 from lerobot_fixtures import write_v3_dataset, write_v21_dataset
-from pipeline.cli import ConfigError, load_config
-from pipeline.preprocess import preprocess
+from pipeline.cli import load_config
+from model.pixels import resize, to_unit_range
+from pipeline.preprocess import open_cache_for, preprocess
 from pipeline.train_data import batches
-from sim.observation import camera_name, join_cameras, to_pixels
-from stages.cache_loader import BATCH_KEYS, CacheMismatchError, open_cache, read_shard
-from stages.decode import resize
+from stages.cache_loader import CacheMismatchError, read_shard
+from stages.schema import BATCH_KEYS
 from stages.lerobot import LeRobotDataset
 from stages.manifest import read_manifest, validate_shards
 from stages.plan import ClipGeometry, plan_episode
@@ -36,7 +36,7 @@ TINY = ["cache.image_height=32", "cache.image_width=32", "cache.num_frames=5", "
         "cache.action_horizon=4", "cache.sample_stride=2", "cache.samples_per_shard=6",
         "cache.latent_downsample=2", "cache.encode_batch_size=4",
         "cache.vae.base_dim=8", "cache.vae.dim_mult=[1,1,1,1]", "cache.vae.num_res_blocks=1",
-        "cache.text.encoder=minilm", "cache.text.max_tokens=16", "cache.text.dim=384"]
+        "cache.text.encoder=minilm", "cache.text.max_tokens=16", "cache.text.dim=384", "model.action_horizon=4"]
 
 
 CLEAN = ("cache.current_frames=true",)  # the clean cache also keeps each sample's current frame
@@ -116,28 +116,6 @@ def test_shards_hold_expected_shapes_and_exact_source_values(clean, data):
     assert np.allclose(manifest["stats"]["actions"]["std"], actions.std(0), atol=1e-5)
 
 
-def test_scaled_current_frames_are_what_the_sim_loop_feeds_and_leave_the_latents_alone(clean, data, tmp_path):
-    """cache.current_frame_scale=2: the pixel path reads each frame at 2x the VAE's size; nothing else moves."""
-    cfg, result = clean
-    scaled = config(data[0] / "h264", tmp_path / "scaled", *CLEAN, "cache.current_frame_scale=2")
-    out = preprocess(scaled)
-    assert out.ok, out.message
-    assert out.fingerprint != result.fingerprint  # another cache: a policy can tell which frames it trained on
-    assert read_manifest(out.cache_dir)["identity"]["cache.current_frame_scale"] == 2
-    reader = LeRobotDataset(data[0] / "h264", cameras=list(CAMERAS))
-    episodes = {e.index: e for e in reader.episodes}
-    before = samples_of(result.cache_dir)
-    for key, s in samples_of(out.cache_dir).items():
-        ep, t = map(int, key.split("/"))
-        decoded = {camera_name(c): reader.read_images(episodes[ep], c, np.array([t]))[0] for c in CAMERAS}
-        names = [camera_name(c) for c in CAMERAS]
-        assert np.array_equal(s["current_frame"], join_cameras(decoded, names, 64, 64))  # as sim.rollout asks
-        np.testing.assert_array_equal(s["current_latent"], before[key]["current_latent"])
-        np.testing.assert_array_equal(s["video_latents"], before[key]["video_latents"])
-    with pytest.raises(ConfigError, match="current_frames=true"):
-        config(data[0] / "h264", tmp_path / "x", "cache.current_frame_scale=2")
-
-
 def test_no_member_is_a_pickle(clean):
     _, result = clean
     for shard in result.manifest["shards"]:
@@ -154,18 +132,20 @@ def test_second_run_is_a_noop(clean):
     assert again.ok and again.skipped and again.cache_dir == first.cache_dir
 
 
-def test_loader_normalizes_splits_ranks_and_derives_downsample(clean):
+def test_loader_splits_ranks_and_derives_downsample_and_training_normalizes(clean):
     cfg, result = clean
-    handle = open_cache(cfg)
+    handle = result.open()
     assert handle.fingerprint == result.fingerprint
     items = list(handle.dataset())
     assert len(items) == result.manifest["samples"]
     first = items[0]
     assert set(BATCH_KEYS) <= set(first)
     raw = next(read_shard(handle.shard_paths[0]))  # the cached uint8 frame, as the simulator's frames are fed
-    assert torch.equal(first["current_pixels"][:, 0], to_pixels(raw["current_frame"]))
+    assert torch.equal(first["current_pixels"][:, 0], to_unit_range(raw["current_frame"]))
+    assert np.array_equal(first["actions"].numpy(), raw["actions"])  # the loader keeps the robot's units
     assert first["text"].shape == (16, 384) and first["text_mask"].dtype == torch.bool
-    actions = torch.stack([it["actions"] for it in items])
+    cfg.train.batch_size = result.manifest["samples"]
+    actions = next(batches(cfg, handle, rank=0, world=1))["actions"]  # training sees [-1, 1]
     assert actions.min() >= -1 - 1e-6 and actions.max() <= 1 + 1e-6
     assert torch.isclose(actions.amin(dim=(0, 1)), torch.tensor(-1.0)).all()
     rank0 = {(int(i["episode"]), int(i["frame"])) for i in handle.dataset(rank=0, world_size=2)}
@@ -173,7 +153,7 @@ def test_loader_normalizes_splits_ranks_and_derives_downsample(clean):
     assert rank0 and rank1 and not rank0 & rank1 and len(rank0 | rank1) == len(items)
 
     cfg.cache.latent_downsample = 4  # coarser: derived from the cached factor-2 latents
-    derived = next(iter(open_cache(cfg).dataset()))
+    derived = next(iter(open_cache_for(cfg).dataset()))
     assert derived["video_latents"].shape == (16, 2, 1, 2)
     assert torch.allclose(derived["video_latents"], first["video_latents"].reshape(16, 2, 1, 2, 2, 2).mean((3, 5)))
 
@@ -183,8 +163,9 @@ def test_training_batches_from_kept_shards_match_the_streamed_ones_without_the_f
     _, result = clean
     streamed_cfg, kept_cfg, unshifted_cfg = (
         config(data[0] / "h264", result.cache_dir.parent, *CLEAN, "train.batch_size=4", *extra)
-        for extra in (["train.pixel_shift=2"], ["train.pixel_shift=2", "train.keep_shards_in_memory=true"], []))
-    handle = open_cache(kept_cfg)
+        for extra in (["model.shortcut.enabled=true", "train.pixel_shift=2"],
+                      ["model.shortcut.enabled=true", "train.pixel_shift=2", "train.keep_shards_in_memory=true"], []))
+    handle = open_cache_for(kept_cfg)
     streamed, kept = batches(streamed_cfg, handle, rank=0, world=1), batches(kept_cfg, handle, rank=0, world=1)
     unshifted = batches(unshifted_cfg, handle, rank=0, world=1)
     one_epoch = -(-result.manifest["samples"] // 4)
@@ -207,11 +188,11 @@ def test_config_mismatch_is_refused_naming_the_field(clean):
     cfg, _ = clean
     cfg.cache.image_height = 64
     with pytest.raises(CacheMismatchError, match="cache.image_height: wanted 64, cache has 32"):
-        open_cache(cfg)
+        open_cache_for(cfg)
     cfg.cache.image_height = 32
     cfg.cache.vae.seed = 1
     with pytest.raises(CacheMismatchError, match="cache.vae.weights_sha256"):
-        open_cache(cfg)
+        open_cache_for(cfg)
 
 
 def test_h264_and_av1_caches_agree_within_codec_tolerance(clean, data, tmp_path):

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
+from model.config import Pooling
 from pipeline.cli import ConfigError, load_config, to_flat_dict
-from pipeline.config import Pooling
 
 
 def test_presets_load_with_their_numbers():
@@ -59,6 +59,31 @@ def test_print_config_and_error_exit_codes():
     assert ok.returncode == 0 and "num_layers: 30" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "pipeline.run", "train.stepz=1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "train.stepz" in bad.stderr
+
+
+@pytest.mark.parametrize("step", ["pipeline.run", "pipeline.preprocess", "pipeline.train", "pipeline.evaluate",
+                                  "pipeline.compare", "pipeline.summary"])
+def test_every_entry_point_answers_help(step):
+    out = subprocess.run([sys.executable, "-m", step, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"python -m {step}" in out.stdout and "--print-config" in out.stdout
+    for preset in ("demo", "paper", "bench"):
+        assert f"  {preset} " in out.stdout
+
+
+def test_demo_recorder_cli_manners(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "sim.demos", "--help"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "--out DIR" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "sim.demos", "--out", str(tmp_path), "demo.episodes_per_task=many"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "episodes_per_task" in bad.stderr and not list(tmp_path.iterdir())
+
+
+def test_cross_layer_checks_name_both_keys():
+    with pytest.raises(ConfigError, match="cache.action_horizon=8 and model.action_horizon=16"):
+        load_config(["cache.action_horizon=8"])
+    with pytest.raises(ConfigError, match="model.backbone.text_dim=64 must equal cache.text.dim=384"):
+        load_config(["model.backbone.text_dim=64"])
 
 
 def test_allocator_choice_names_the_missing_library():

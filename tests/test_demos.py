@@ -20,7 +20,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import Codec, Config, DemoConfig
+from pipeline.config import Config
+from sim.config import Codec, DemoConfig
 from sim.demos import ATTEMPTS_PER_EPISODE, MARKER, DemoError, demo_config_hash, ensure_demo_dataset, episode_seed, generate, record_episode
 from sim.metaworld_env import VIRTUAL_CAMERAS, FreeCamera, MetaWorldEnv, instruction_for
 from stages.lerobot import LeRobotDataset
@@ -127,16 +128,6 @@ def test_state_is_robot_state_only():
         assert np.allclose(obs["state"], full[:4], atol=1e-6)  # hand xyz + gripper opening, nothing else
         assert set(obs["images"]) == set(CAMERAS)
         assert all(img.shape == (32, 32, 3) and img.dtype == np.uint8 for img in obs["images"].values())
-
-
-def test_goal_in_state_appends_the_privileged_goal_only_when_asked():
-    """The diagnostic state: robot state, then the goal MetaWorld drew for this layout."""
-    with MetaWorldEnv("reach-v3", CAMERAS, 32, 32, 20, goal_in_state=True) as env:
-        goals = [env.reset(seed)["state"] for seed in (3, 4)]
-        assert all(g.shape == (7,) and g.dtype == np.float32 for g in goals)
-        assert np.allclose(goals[1][4:], env._env._target_pos, atol=1e-6)
-        assert not np.allclose(goals[0][4:], goals[1][4:])
-    assert demo_config_hash(DemoConfig(goal_in_state=True)) != demo_config_hash(DemoConfig())
 
 
 def test_same_seed_same_rollout_and_seeds_change_layout():
@@ -280,9 +271,8 @@ def test_lossless_h264_decodes_to_what_evaluation_renders(tmp_path: Path):
 
 
 def test_ensure_demo_dataset_is_a_noop_the_second_time(tmp_path: Path, monkeypatch):
-    cfg = Config(workdir=str(tmp_path / "work"))
-    cfg.demo = replace(TINY, tasks=["reach-v3"], max_steps=10, keep_failed=True)
-    path = ensure_demo_dataset(cfg)
+    demo = replace(TINY, tasks=["reach-v3"], max_steps=10, keep_failed=True)
+    path = ensure_demo_dataset(demo, tmp_path / "demo")
     marker = (path / MARKER).read_text()
     data = (path / "data/chunk-000/file-000.parquet").stat().st_mtime_ns
 
@@ -290,13 +280,12 @@ def test_ensure_demo_dataset_is_a_noop_the_second_time(tmp_path: Path, monkeypat
         raise AssertionError("generate() called although the dataset is complete")
 
     monkeypatch.setattr("sim.demos.generate", must_not_run)
-    assert ensure_demo_dataset(cfg) == path
+    assert ensure_demo_dataset(demo, tmp_path / "demo") == path
     assert (path / MARKER).read_text() == marker
     assert (path / "data/chunk-000/file-000.parquet").stat().st_mtime_ns == data
 
     monkeypatch.undo()  # a different demo config regenerates in place
-    cfg.demo = replace(cfg.demo, max_steps=5)
-    assert ensure_demo_dataset(cfg) == path
+    assert ensure_demo_dataset(replace(demo, max_steps=5), tmp_path / "demo") == path
     assert json.loads((path / "meta/info.json").read_text())["total_frames"] == 5
 
 
@@ -316,27 +305,6 @@ def test_round_trip_through_the_reader(tiny: Path):
             assert decoded.shape == truth.images[camera].shape and decoded.dtype == np.uint8
             error = np.abs(decoded.astype(np.int16) - truth.images[camera].astype(np.int16)).mean()
             assert error < 10, f"episode {episode.index} {camera}: mean abs error {error:.1f}"
-
-
-def test_episodes_by_task_gives_one_task_more_layouts_and_evaluation_avoids_them_all(tmp_path: Path):
-    from pipeline.evaluate import demo_seeds
-    from sim.rollout import EnvSpec
-
-    demo = replace(TINY, cameras=["corner"], episodes_by_task={"reach-v3": 3})
-    expected, _ = expected_episodes(demo)
-    summary = generate(demo, tmp_path / "ds", show_progress=False)
-    assert summary.episodes == len(expected) == 4
-    episodes = pq.read_table(tmp_path / "ds/meta/episodes/chunk-000/file-000.parquet").to_pandas()
-    assert [tasks[0] for tasks in episodes["tasks"]] == [instruction_for("reach-v3")] * 3 + [instruction_for("push-v3")]
-    assert [int(s) for s in episodes["layout_seed"]] == [e.seed for e in expected]
-    # the per-task count shapes the dataset, so it changes the hash; unset, it leaves older hashes alone
-    assert demo_config_hash(demo) != demo_config_hash(replace(demo, episodes_by_task={}))
-    # evaluation skips every layout the generator may have drawn for reach's three demos
-    seeds = demo_seeds(Config(demo=demo))(EnvSpec("metaworld", "metaworld", "reach-v3", ("corner",), 32, 32, 50))
-    assert {e.seed for e in expected[:3]} <= seeds
-    assert len(seeds) == ATTEMPTS_PER_EPISODE * 3
-    with pytest.raises(DemoError, match="episodes_by_task names task.*door-open-v3"):
-        generate(replace(demo, episodes_by_task={"door-open-v3": 2}), tmp_path / "bad", show_progress=False)
 
 
 def test_bad_demo_config_is_rejected_before_simulating(tmp_path: Path):

@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import DemoConfig
+from model.pixels import join_cameras, resize, to_unit_range
+from sim.config import DemoConfig
 from sim.demos import ATTEMPTS_PER_EPISODE
 from sim.demos import episode_seed as demo_seed
 from sim.evaluation import evaluate, plan_episodes, run_episodes, split, wilson_interval
 from sim.metaworld_env import MetaWorldEnv
-from sim.observation import join_cameras, to_pixels
 from sim.policies import ExpertPolicy
 from sim.rollout import EnvSpec, EpisodeResult, LoopSettings, Request, Worker
-from stages.decode import resize
 
 DEMO = DemoConfig()
 CAMERAS = tuple(DEMO.cameras)
@@ -27,7 +26,7 @@ def metaworld(task: str, max_steps: int = DEMO.max_steps) -> EnvSpec:
 
 
 # the demo preset's cache keeps the 64x64 renders as they are
-EXPERT = LoopSettings(image_height=64, image_width=64, replan_every=8, fps=DEMO.fps, with_expert=True)
+EXPERT = LoopSettings(replan_every=8, fps=DEMO.fps, with_expert=True)
 EXPERT_PLAN = plan_episodes([metaworld(t) for t in DEMO.tasks], 4, 1000, 1)
 
 
@@ -59,17 +58,15 @@ def test_seeds_are_deterministic_and_disjoint_from_demo_layouts():
     assert [len(s) for s in split(plan, 2)] == [8, 7]
 
 
-def test_observation_matches_cache_preprocessing():
+def test_renders_join_as_the_cache_joins_decoded_frames():
     with MetaWorldEnv(DEMO.tasks[0], list(CAMERAS), DEMO.width, DEMO.height, 10) as env:
         obs = env.reset(7)
-    joined = join_cameras(obs["images"], list(CAMERAS), 48, 40)
+    joined = join_cameras([obs["images"][c][None] for c in CAMERAS], 48, 40)[0]
     expected = np.concatenate([resize(obs["images"][c][None], 48, 40)[0] for c in CAMERAS], axis=1)
     np.testing.assert_array_equal(joined, expected)  # cameras left to right, the cache's resize
-    pixels = to_pixels(joined)
+    pixels = to_unit_range(joined)
     assert pixels.shape == (3, 48, 80)
     torch.testing.assert_close(pixels, torch.from_numpy(expected).permute(2, 0, 1).float() / 127.5 - 1)
-    with pytest.raises(KeyError, match="no camera"):
-        join_cameras(obs["images"], ["nope"], 48, 40)
 
 
 class _Recorder:
@@ -86,7 +83,7 @@ class _Recorder:
 def test_chunks_are_executed_k_at_a_time_until_the_step_limit():
     policy = _Recorder()
     spec = metaworld("reach-v3", max_steps=7)
-    settings = LoopSettings(32, 32, replan_every=2)
+    settings = LoopSettings(replan_every=2)
     plan = plan_episodes([spec], 2, 0, 0)
     results = run_episodes(plan, policy, settings, num_workers=0)
     assert [(r.steps, r.success) for r in results] == [(7, False), (7, False)]

@@ -35,7 +35,7 @@ def test_spatial_task_runs_headless_with_the_paper_observation():
     assert task.suite == "libero_spatial" and task.instruction.startswith("pick up the black bowl")
     spec = EnvSpec("libero", "libero_spatial", task.name, ("image", "wrist_image"), 256, 256, max_steps=6,
                    task_id=0, noop_steps=1)
-    worker = Worker(plan_episodes([spec], 1, 0, 1), LoopSettings(224, 224, replan_every=4))
+    worker = Worker(plan_episodes([spec], 1, 0, 1), LoopSettings(replan_every=4))
     step = worker.next(None)  # builds the env, resets to initial state 0
     env = worker.env
     assert isinstance(env, LiberoEnv) and env.instruction == task.instruction == step.request.instruction

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from model.backbone import WanBackbone, load_dit
+from model.config import ModelConfig, Pooling
 from model.light_wam import LightWAM, build_model
-from model.summary import parameter_report
-from pipeline.config import ModelConfig, Pooling
 from pipeline.presets import demo, paper
+from pipeline.summary import parameter_report
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -184,80 +184,6 @@ def test_mean_pooling_ablation_runs():
     cfg.expert.pooling = Pooling.mean
     model = build_model(cfg)
     assert model.predict_actions(tiny_batch(cfg)).shape == (2, cfg.action_horizon, cfg.action_dim)
-
-
-@pytest.mark.parametrize("positions", [False, True])
-def test_token_positions_let_the_expert_see_where_tokens_are(positions):
-    """Query pooling is blind to token order; with `token_positions` the same tokens in another place differ."""
-    from model.expert import StateFusionActionExpert
-
-    cfg = tiny_config().expert
-    cfg.token_positions = positions
-    torch.manual_seed(0)
-    expert = StateFusionActionExpert(cfg, dim=32, num_layers=2, horizon=4, action_dim=3).eval()
-    if positions:  # zero-init, so trained weights are needed to see a difference: any nonzero ones will do
-        torch.nn.init.normal_(expert.position_proj.weight, std=0.5)
-    tokens = torch.randn(1, 2 * 4, 32)
-    moved = tokens[:, torch.randperm(8, generator=torch.Generator().manual_seed(1))]
-    grid = (1, 2, 4)
-    with torch.no_grad():
-        a, b = expert([tokens, tokens], grid), expert([moved, moved], grid)
-    assert torch.allclose(a, b, atol=1e-5) is not positions
-    if positions:
-        with pytest.raises(ValueError, match="patch grid"):
-            expert([tokens, tokens], (1, 3, 4))
-
-
-def test_token_positions_model_trains_and_predicts():
-    cfg = tiny_config()
-    cfg.expert.token_positions = True
-    model = build_model(cfg)
-    batch = tiny_batch(cfg)
-    model(batch)["loss"].backward()
-    assert model.expert.position_proj.weight.grad.abs().sum() > 0
-    assert model.predict_actions(batch).shape == (2, cfg.action_horizon, cfg.action_dim)
-
-
-def test_state_input_lets_the_expert_fit_an_action_given_by_the_state():
-    """The wanted action is the state itself; the image tokens say nothing about it. The direct state
-    input fits it in a few steps; the paper's path (one context token) leaves the expert without it."""
-    from model.expert import StateFusionActionExpert
-
-    cfg = tiny_config().expert
-    torch.manual_seed(0)
-    tokens = torch.randn(1, 8, 32).expand(64, -1, -1)  # the same frame for every state
-    state = torch.randn(64, 3)
-    target = state[:, None, :].expand(-1, 4, -1)
-
-    def final_error(with_state: bool) -> float:
-        torch.manual_seed(1)
-        expert = StateFusionActionExpert(dataclasses.replace(cfg, state_input=with_state), 32, 1, 4, 3, proprio_dim=3)
-        opt = torch.optim.Adam(expert.parameters(), lr=1e-3)
-        for _ in range(150):
-            loss = (expert([tokens], None, state) - target).pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return loss.item()
-
-    blind, seeing = final_error(False), final_error(True)
-    assert blind > 0.8  # the state's variance: nothing to learn from a fixed frame
-    assert seeing < 0.1 * blind
-    with pytest.raises(ValueError, match="proprio"):
-        StateFusionActionExpert(dataclasses.replace(cfg, state_input=True), 32, 1, 4, 3)([tokens], None)
-
-
-def test_state_input_model_starts_as_the_model_without_it_and_trains():
-    cfg = tiny_config()
-    batch = tiny_batch(cfg)
-    torch.manual_seed(0)
-    without = build_model(cfg)
-    cfg.expert.state_input = True
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    torch.testing.assert_close(model.predict_actions(batch), without.predict_actions(batch))
-    model(batch)["loss"].backward()
-    assert model.expert.state_proj[-1].weight.grad.abs().sum() > 0
 
 
 def test_local_pretrained_directory_loads(tmp_path):

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from model.config import VaeConfig
 from model.light_wam import build_model
-from model.policy import LightWAMPolicy, MinMax
-from model.vae import build_vae, encode
-from pipeline.config import VaeConfig
+from model.normalize import MinMax
+from model.pixels import join_cameras, to_unit_range
+from model.policy import LightWAMPolicy, Observation, Prompts
+from model.vae import build_vae
 from tests.test_model import one_thread, randomize_lora, tiny_batch, tiny_config  # noqa: F401
 
 
@@ -61,41 +64,31 @@ def test_mismatched_checkpoints_are_refused_by_name(tmp_path):
         load_checkpoint(tmp_path / "extra.safetensors")
 
 
-def test_policy_acts_from_pixels_in_raw_units():
+def test_policy_acts_on_raw_camera_images_in_raw_units():
+    """Images of any size per camera, raw state, a known prompt -> the raw chunk the model predicts for the
+    cache's view of the same moment (each camera resized and joined, pixels in [-1, 1], state normalized)."""
     cfg = tiny_config()
     model = build_model(cfg).eval()
     vae = build_vae(VaeConfig(base_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1))
     state_norm = MinMax(torch.full((cfg.proprio_dim,), -2.0), torch.full((cfg.proprio_dim,), 2.0))
     action_norm = MinMax(torch.zeros(cfg.action_dim), torch.full((cfg.action_dim,), 10.0))
-    pixels = torch.rand(3, 64, 128) * 2 - 1
+    gen = np.random.default_rng(0)
+    images = {"front": gen.integers(0, 256, (48, 40, 3), dtype=np.uint8),
+              "wrist": gen.integers(0, 256, (64, 64, 3), dtype=np.uint8)}
     state, text = torch.randn(cfg.proprio_dim), torch.randn(6, cfg.backbone.text_dim)
-    batch = {"current_pixels": pixels[None, :, None], "proprio": state_norm.normalize(state)[None], "text": text[None]}
+    pixels = to_unit_range(join_cameras([images["front"][None], images["wrist"][None]], 64, 64))[:, :, None]
+    batch = {"current_pixels": pixels, "proprio": state_norm.normalize(state)[None], "text": text[None],
+             "text_mask": torch.ones(1, 6, dtype=torch.bool)}
     want = action_norm.denormalize(model.predict_actions(batch, vae=vae)[0])
-    policy = LightWAMPolicy(model, vae, state_norm, action_norm)
-    got = policy.act(pixels, state, text)
-    assert got.shape == (cfg.action_horizon, cfg.action_dim)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(action_norm.normalize(action_norm.denormalize(got)), got, rtol=1e-5, atol=1e-5)
-
-
-def test_policy_encodes_the_small_frame_and_reads_the_larger_one_with_its_pixel_path():
-    """cache.current_frame_scale > 1: the VAE sees the frame at the cache's size, the keypoints at 2x."""
-    torch.manual_seed(0)
-    cfg = tiny_config()
-    cfg.expert.pixel_input = True
-    model = build_model(cfg).eval()
-    with torch.no_grad():
-        model.expert.pixel_proj[-1].weight.normal_(std=10.0)  # zero at init: make the pixel path count
-    vae = build_vae(VaeConfig(base_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1))
-    norm = MinMax(torch.full((cfg.proprio_dim,), -1.0), torch.full((cfg.proprio_dim,), 1.0))
-    small, large = -torch.ones(3, 64, 128), -torch.ones(3, 128, 256)
-    small[:, 40:56, 90:120] = 1.0  # one bright patch, placed elsewhere in each frame
-    large[:, 8:40, 8:60] = 1.0
-    state, text = torch.rand(cfg.proprio_dim) * 2 - 1, torch.randn(6, cfg.backbone.text_dim)
-    policy = LightWAMPolicy(model, vae, norm, MinMax(torch.full((cfg.action_dim,), -1.0), torch.ones(cfg.action_dim)))
-    got = policy.act(small, state, text, current=large)
-    want = policy.model.predict_actions({"current_latent": encode(vae, small[None, :, None]),
-                                         "current_pixels": large[None, :, None], "proprio": state[None],
-                                         "text": text[None]})[0]
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    assert (got - policy.act(small, state, text)).abs().max() > 1e-3  # the larger frame was read
+    prompts = Prompts({"open it": (text, torch.ones(6, dtype=torch.bool)), "close it": (text[:4], torch.ones(4, dtype=torch.bool))})
+    policy = LightWAMPolicy(model, vae, state_norm, action_norm, prompts,
+                            ["observation.images.front", "observation.images.wrist"], (64, 64))
+    got = policy.act(Observation(images, state.numpy(), "open it"))
+    assert got.shape == (cfg.action_horizon, cfg.action_dim) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+    both = policy.act_batch([Observation(images, state.numpy(), "close it"), Observation(images, state.numpy(), "open it")])
+    np.testing.assert_allclose(both[1], got, rtol=1e-4, atol=1e-4)  # padding of the shorter prompt is masked
+    with pytest.raises(KeyError, match="not in the training data"):
+        policy.act(Observation(images, state.numpy(), "dance"))
+    with pytest.raises(KeyError, match="camera 'wrist'"):
+        policy.act(Observation({"front": images["front"]}, state.numpy(), "open it"))

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lerobot_fixtures import frame_value, write_v21_dataset, write_video
-from pipeline.config import CacheConfig, TextConfig, TextEncoder
+from model.config import TextConfig, TextEncoder
+from stages.config import CacheConfig
 from stages.decode import DecodeGroup, DecodeSpec
 from stages.downsample import latent_frame_mask, pool_latents
 from stages.manifest import diff_identity, merge_stats

@@ -25,11 +25,10 @@ from model.checkpoint import load_checkpoint
 from pipeline import allocator, tracking
 from pipeline.cli import load_config
 from pipeline.policy_bundle import load_policy
-from pipeline.preprocess import preprocess
+from pipeline.preprocess import open_cache_for, preprocess
 from pipeline.train import FINGERPRINT_TAG, train
 from pipeline.train_worker import MALLOC_TAG
 from pipeline.train_data import batches
-from stages.cache_loader import open_cache
 
 TINY = [
     "cache.image_height=32", "cache.image_width=32", "cache.num_frames=5", "cache.frame_stride=2",
@@ -50,7 +49,7 @@ TINY = [
 def workspace(tmp_path_factory, ray_cluster):
     root = tmp_path_factory.mktemp("train")
     write_v3_dataset(root / "data", lengths=(16, 14, 18, 12), cameras=("observation.images.front",))
-    # the cache keeps the current frames, so the trained fixture can exercise model.expert.pixel_input
+    # the cache keeps the current frames, so the trained fixture can exercise model.shortcut
     base = [f"workdir={root / 'work'}", f"data.path={root / 'data'}", *TINY, "cache.current_frames=true"]
     cfg = load_config(base)[0]
     assert preprocess(cfg).ok
@@ -74,7 +73,7 @@ def metric_history(cfg, run_id: str, key: str) -> list[float]:
 @pytest.fixture(scope="module")
 def trained(workspace):
     cfg = cfg_for(workspace, "train.steps=12", "train.checkpoint_every=6", "train.plot_every=6",
-                  "model.expert.pixel_input=true", "model.expert.pixel_keypoints=4")
+                  "model.shortcut.enabled=true", "model.shortcut.keypoints=4")
     return cfg, train(cfg)
 
 
@@ -94,7 +93,7 @@ def test_mlflow_run_holds_params_metrics_tags_artifacts(trained):
     assert run.data.params["train.steps"] == "12" and run.data.params["model.expert.pooling"] == "query"
     for key in ("loss", "video_loss", "action_loss", "lr", "grad_norm", "samples_per_s"):
         assert key in run.data.metrics, key
-    assert run.data.tags[FINGERPRINT_TAG] == open_cache(cfg).fingerprint
+    assert run.data.tags[FINGERPRINT_TAG] == open_cache_for(cfg).fingerprint
     # the workers really run on the malloc train.allocator=auto picks here (jemalloc where installed)
     assert run.data.tags[MALLOC_TAG] == allocator.resolve(cfg.train.allocator).value
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id)}
@@ -109,17 +108,17 @@ def test_registered_model_acts_like_the_trained_model(trained):
     loaded = load_policy(bundle)  # merged LoRA, truncated after the last fused block
     last = checkpoints(Path(cfg.workdir) / "ray_results" / cfg.train.run_name)[-1]
     trained_model = load_checkpoint(last / "model.safetensors").eval()  # what the workers saved, unmerged
-    cache = open_cache(cfg)
+    cache = open_cache_for(cfg)
     batch = next(batches(cfg, cache, rank=0, world=1))
-    assert batch["current_pixels"].shape == (4, 3, 1, 32, 32)  # the pixel path is part of what is compared
+    assert batch["current_pixels"].shape == (4, 3, 1, 32, 32)  # the shortcut is part of what is compared
     with torch.no_grad():
         expected = trained_model.predict_actions(batch)
     got = loaded.policy.model.predict_actions(batch)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     # the bundle's normalization is the cache's, both ways
-    raw_state = cache.denormalize("proprio", batch["proprio"])
-    torch.testing.assert_close(loaded.policy.state_norm.normalize(raw_state), batch["proprio"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(loaded.policy.action_norm.denormalize(got), cache.denormalize("actions", got))
+    for norm, name in ((loaded.policy.state_norm, "proprio"), (loaded.policy.action_norm, "actions")):
+        assert norm.low.tolist() == pytest.approx(cache.stats[name]["min"])
+        assert norm.high.tolist() == pytest.approx(cache.stats[name]["max"])
 
 
 def test_crashing_run_ends_failed(workspace):

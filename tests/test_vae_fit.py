@@ -10,7 +10,7 @@ import torch
 
 from model.vae import build_vae, decode, encode
 from model.vae_fit import VaeFitConfig, fit_vae, frames_to_clips
-from pipeline.config import VaeConfig
+from model.config import VaeConfig
 from sim.metaworld_env import MetaWorldEnv
 
 TINY_VAE = VaeConfig(base_dim=8, dim_mult=[1, 1, 1, 1], num_res_blocks=1)

@@ -1,6 +1,6 @@
 """Parameter report per component, trainable and frozen.
 
-`python -m model.summary --preset paper` builds the model on the `meta` device
+`python -m pipeline.summary preset=paper` builds the model on the `meta` device
 (shapes only, no memory) and prints JSON; the paper's trainable total is
 441.03M = expert 351.03M + LoRA 87.49M + adapters 2.37M + video head 0.10M + proprio 0.04M.
 """
@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import torch
 from torch import nn
@@ -22,6 +21,8 @@ def component(name: str) -> str:
         return "lora"
     if name.startswith("expert."):
         return "expert"
+    if name.startswith("shortcut."):
+        return "shortcut"
     if name.startswith("backbone.adapters."):
         return "adapters"
     if name.startswith("backbone.proprio_proj."):
@@ -48,9 +49,9 @@ def parameter_report(model: nn.Module) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     from model.light_wam import LightWAM
-    from pipeline.cli import load_config
+    from pipeline.cli import parse_or_exit
 
-    cfg, _ = load_config(list(sys.argv[1:] if argv is None else argv))
+    cfg = parse_or_exit(argv)
     cfg.model.backbone.pretrained_path = ""  # shapes come from the config fields; nothing is read or allocated
     with torch.device("meta"):
         model = LightWAM(cfg.model)
