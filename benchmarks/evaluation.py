@@ -1,6 +1,6 @@
 """Closed-loop evaluation throughput: episodes per minute, one in-process simulator vs N Ray actors.
 
-`python benchmarks/evaluation.py [--episodes 2] [--workers 2]` on the demo
+`python -m benchmarks.evaluation [--episodes 2] [--workers 2]` on the demo
 MetaWorld tasks (64x64 corner + wrist cameras). Two policies bracket the cost
 of the driver round trip: the scripted expert (a new request after every step)
 and a constant policy with 8-action chunks (the demo preset's replanning).
@@ -12,19 +12,16 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rich.table import Table  # noqa: E402
+from rich.table import Table
 
-from sim.config import DemoConfig  # noqa: E402
-from pipeline.console import console  # noqa: E402
-from sim.evaluation import plan_episodes, run_episodes  # noqa: E402
-from sim.policies import ConstantPolicy, ExpertPolicy  # noqa: E402
-from sim.rollout import EnvSpec, LoopSettings  # noqa: E402
+from sim.config import DemoConfig
+from pipeline.console import console
+from sim.evaluation import plan_episodes, run_episodes
+from sim.policies import ConstantPolicy, ExpertPolicy
+from sim.rollout import EnvSpec, LoopSettings
 
 
 def machine() -> str:

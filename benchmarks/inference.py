@@ -1,6 +1,6 @@
 """Inference cost per control step: batch 1, cached text, fp32 on CPU.
 
-    python benchmarks/inference.py [--presets paper,demo] [--runs 5] [--warmup 1] [--threads 2]
+    python -m benchmarks.inference [--presets paper,demo] [--runs 5] [--warmup 1] [--threads 2]
 
 Each (preset, path) runs in its own subprocess so peak memory (RSS high-water
 mark) is its own. Two paths:

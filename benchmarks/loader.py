@@ -6,7 +6,7 @@ every shard) and of the epochs after it, where `train.keep_shards_in_memory`
 serves the decoded samples from RAM. Both arms yield the same batches in the
 same order; the last line says whether they did (digests of every epoch).
 
-    python benchmarks/loader.py preset=bench workdir=work-dagger [--epochs 2] [key=value ...]
+    python -m benchmarks.loader preset=bench workdir=work-dagger [--epochs 2] [key=value ...]
 """
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]
 
-from benchmarks.train_throughput import machine  # noqa: E402
+from benchmarks.train_throughput import machine
 
 
 def timed_epochs(cfg, handle, epochs: int) -> tuple[list[float], list[str]]:

@@ -1,13 +1,13 @@
 """Policy quality on MetaWorld MT10 and the video co-training ablation (issue 8).
 
-`python benchmarks/metaworld.py [--tasks T ...] [--episodes N] [--demos N] [--steps N] [key=value ...]`
+`python -m benchmarks.metaworld [--tasks T ...] [--episodes N] [--demos N] [--steps N] [key=value ...]`
 
 Runs the normal command twice, `python -m pipeline.run preset=bench [overrides]`,
 once for the full model and once with `model.video_loss_weight=0` (action only):
 same demos, cache, seed and step budget, so the second run reuses the dataset
 and the shards and trains a new MLflow run beside the first. It then reads each
 run's closed-loop success from MLflow and prints a markdown table (per task,
-95% Wilson intervals) that it also inserts into `benchmarks/RESULTS.md`
+95% Wilson intervals) that it also inserts into the dated log `docs/results-log.md`
 (`--results PATH` writes elsewhere, `--no-write` nowhere). The flags scale the
 preset down for a pilot; anything `key=value` is passed through as an override.
 """
@@ -28,12 +28,10 @@ from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 
+from sim.evaluation import wilson_interval
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from sim.evaluation import wilson_interval  # noqa: E402
-
-DEFAULT_RESULTS = REPO / "benchmarks" / "RESULTS.md"
+DEFAULT_RESULTS = REPO / "docs" / "results-log.md"
 MARKER = "<!-- benchmarks/metaworld.py inserts results below this line, newest first -->"
 HEADER = f"""# Benchmark results: policy quality on MetaWorld MT10
 
@@ -53,7 +51,7 @@ below: demos ~7 min, cache ~8 min, then per arm 35-50 min of training and
 on a loaded machine; a rerun skips whatever is done):
 
 ```bash
-.venv/bin/python benchmarks/metaworld.py
+.venv/bin/python -m benchmarks.metaworld
 ```
 
 Each section below is one invocation: the machine, the exact command and the
@@ -200,8 +198,8 @@ def markdown(results: list[ArmResult], overrides: list[str], machine_line: str) 
     fps = {r.fingerprint for r in results}
     lines = [
         f"- machine: {machine_line}",
-        f"- configuration: `{' '.join(overrides)}`; {len(cfg.demo.tasks)} tasks x {cfg.demo.episodes_per_task} demos"
-        f"{''.join(f', {t}: {n}' for t, n in cfg.demo.episodes_by_task.items())} (seed {cfg.demo.seed}); "
+        f"- configuration: `{' '.join(overrides)}`; {len(cfg.demo.tasks)} tasks x {cfg.demo.episodes_per_task} "
+        f"demos (seed {cfg.demo.seed}); "
         f"{tc.steps} steps x {tc.num_workers} workers x batch {tc.batch_size} = {samples} "
         f"samples per arm, train seed {tc.seed}; evaluation {cfg.eval.episodes_per_task} episodes per task "
         f"(seed {cfg.eval.seed}), replan every {cfg.eval.replan_every}",

@@ -10,7 +10,7 @@ anything, flattered.
 Part B (paper preset, random weights, batch 1, fp32): time and peak memory of
 one training step, each configuration in its own subprocess.
 
-    python benchmarks/train_throughput.py [--steps 4] [--skip-paper | --only-paper] [--rows 0 4]
+    python -m benchmarks.train_throughput [--steps 4] [--skip-paper | --only-paper] [--rows 0 4]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A randomly initialised `AutoencoderKLWan` is a fixed random projection: at 8x
 downsampling it keeps the table and the arm but loses a 2-pixel goal marker
-(`benchmarks/goal_probe.py`). Minutes of reconstruction training on the frames
+(`diagnostics/goal_probe.py`). Minutes of reconstruction training on the frames
 the policy will see give latents that keep what the pixels show. Afterwards the
 per-channel latent statistics are measured and stored in the VAE's config, so
 `model.vae.encode` normalizes them as it does a pretrained Wan VAE's.

@@ -90,7 +90,7 @@ def load_config(argv: list[str] | None = None) -> tuple[Config, bool]:
             merged.merge_with(OmegaConf.from_dotlist([item]))
         except (ConfigKeyError, ConfigAttributeError) as err:
             raise ConfigError(_allowed(base, key) or str(err)) from None
-        except OmegaConfBaseException as err:
+        except OmegaConfBaseException:
             hint = _allowed(base, key)
             raise ConfigError(f"invalid value {value!r} for '{key}': {hint}") from None
     cfg = OmegaConf.to_object(merged)

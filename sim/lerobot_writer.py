@@ -34,7 +34,7 @@ EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
 
 # codec setting -> (PyAV encoder, name in info.json, encoder options, pixel format).
 # g=2: a keyframe every other frame, as LeRobot does, so random access stays cheap. yuv420p halves the
-# colour resolution: at 64x64 a 2-pixel goal marker loses most of its colour (benchmarks/goal_probe.py).
+# colour resolution: at 64x64 a 2-pixel goal marker loses most of its colour (diagnostics/goal_probe.py).
 ENCODERS: dict[Codec, tuple[str, str, dict[str, str], str]] = {
     Codec.h264: ("libx264", "h264", {"crf": "18", "g": "2", "bf": "0", "preset": "medium"}, "yuv420p"),
     Codec.av1: ("libsvtav1", "av1", {"crf": "30", "g": "2", "preset": "8"}, "yuv420p"),

@@ -1,21 +1,13 @@
-"""benchmarks/metaworld.py: the Wilson interval, the overrides it passes, the report and RESULTS.md updates.
+"""benchmarks/metaworld.py: the Wilson interval, the overrides it passes, the report and results-log updates.
 
 The end-to-end path (two `pipeline.run` subprocesses) is the smoke command in the
 benchmark's docstring; here only its pure parts, fast.
 """
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
+import benchmarks.metaworld as bench
 from pipeline.cli import load_config
-
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "metaworld.py"
-_spec = importlib.util.spec_from_file_location("benchmark_metaworld", _PATH)
-bench = sys.modules["benchmark_metaworld"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up
-_spec.loader.exec_module(bench)
 
 
 @pytest.mark.parametrize("k, n, low, high", [
@@ -85,9 +77,9 @@ def test_markdown_has_a_row_per_task_and_the_pooled_mean():
 def test_results_file_keeps_header_and_replaces_the_same_command(tmp_path):
     path = tmp_path / "RESULTS.md"
     path.write_text(bench.HEADER)  # as committed: a placeholder below the marker
-    bench.update_results(path, "2026-01-01 10:00", "python benchmarks/metaworld.py", "table A\n")
-    bench.update_results(path, "2026-01-01 11:00", "python benchmarks/metaworld.py --steps 10", "table B\n")
-    bench.update_results(path, "2026-01-02 09:00", "python benchmarks/metaworld.py", "table C\n")
+    bench.update_results(path, "2026-01-01 10:00", "python -m benchmarks.metaworld", "table A\n")
+    bench.update_results(path, "2026-01-01 11:00", "python -m benchmarks.metaworld --steps 10", "table B\n")
+    bench.update_results(path, "2026-01-02 09:00", "python -m benchmarks.metaworld", "table C\n")
     text = path.read_text()
     assert text.startswith("# Benchmark results") and text.count(bench.MARKER) == 1
     assert "table A" not in text and text.index("table C") < text.index("table B")

@@ -6,7 +6,6 @@ RAY_ADDRESS); the clean cache of the small H.264 dataset is built once per modul
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys

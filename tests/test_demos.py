@@ -20,9 +20,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import Config
 from sim.config import Codec, DemoConfig
-from sim.demos import ATTEMPTS_PER_EPISODE, MARKER, DemoError, demo_config_hash, ensure_demo_dataset, episode_seed, generate, record_episode
+from sim.demos import MARKER, DemoError, demo_config_hash, ensure_demo_dataset, episode_seed, generate, record_episode
 from sim.metaworld_env import VIRTUAL_CAMERAS, FreeCamera, MetaWorldEnv, instruction_for
 from stages.lerobot import LeRobotDataset
 
@@ -37,7 +36,7 @@ def expected_episodes(demo: DemoConfig):
     for task_index, task in enumerate(demo.tasks):
         with MetaWorldEnv(task, demo.cameras, demo.width, demo.height, demo.max_steps) as env:
             count, attempt = 0, 0
-            while count < demo.episodes(task):
+            while count < demo.episodes_per_task:
                 episode = record_episode(env, episode_seed(demo.seed, task_index, attempt))
                 outcomes.append(episode.success)
                 if episode.success or demo.keep_failed:

@@ -1,16 +1,9 @@
-"""benchmarks/goal_probe.py: the probe reads back what it was given, from real renders with the true positions."""
-
-import importlib.util
-import sys
-from pathlib import Path
+"""diagnostics/goal_probe.py: the probe reads back what it was given, from real renders with the true positions."""
 
 import numpy as np
 import torch
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "goal_probe.py"
-_spec = importlib.util.spec_from_file_location("benchmark_goal_probe", _PATH)
-probe = sys.modules["benchmark_goal_probe"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up
-_spec.loader.exec_module(probe)
+import diagnostics.goal_probe as probe
 
 
 def test_ridge_recovers_a_linear_map_on_new_inputs():

@@ -17,7 +17,7 @@ trained on 20 layouts (the preset's demos per task) up to a few hundred, tested 
 table gives the mean error in cm and the share of test layouts located within 5 cm (reach's and push's
 success radius). Chance is the error of always guessing the training mean.
 
-    .venv/bin/python benchmarks/goal_probe.py [--tasks reach-v3 push-v3] [--train 20 100 400] [--test 200]
+    .venv/bin/python -m diagnostics.goal_probe [--tasks reach-v3 push-v3] [--train 20 100 400] [--test 200]
         [--features latent latent-coded latent-fitted pixels] [--codec h264] [--size 64]
 """
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,22 +33,20 @@ from fractions import Fraction
 from pathlib import Path
 
 # the repository root instead of benchmarks/, whose metaworld.py would shadow the metaworld package
-_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:] = [str(_ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != _ROOT / "benchmarks"]
 
-import av  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from rich.table import Table  # noqa: E402
-from torch import nn  # noqa: E402
+import av
+import numpy as np
+import torch
+from rich.table import Table
+from torch import nn
 
-from model.vae import build_vae, encode  # noqa: E402
-from model.vae_fit import VaeFitConfig, fit_vae_timed, frames_to_clips  # noqa: E402
-from pipeline.console import console  # noqa: E402
-from pipeline.presets import PRESETS  # noqa: E402
-from sim.config import Codec  # noqa: E402
-from sim.lerobot_writer import ENCODERS  # noqa: E402
-from sim.metaworld_env import MetaWorldEnv  # noqa: E402
+from model.vae import build_vae, encode
+from model.vae_fit import VaeFitConfig, fit_vae_timed, frames_to_clips
+from pipeline.console import console
+from pipeline.presets import PRESETS
+from sim.config import Codec
+from sim.lerobot_writer import ENCODERS
+from sim.metaworld_env import MetaWorldEnv
 
 SEED_BASE = 900_000  # far from the demo (0..) and evaluation (1000..) seeds: layouts nobody trained on
 RADIUS_M = 0.05
