@@ -1,6 +1,6 @@
 """Training batches read from the shard cache: streamed from disk every epoch, against kept in memory.
 
-`pipeline.train_data.batches` over a built cache (the preset's, or `workdir=...`),
+`pipeline.train.data.batches` over a built cache (the preset's, or `workdir=...`),
 one process, no model: milliseconds per batch of the first epoch (both arms parse
 every shard) and of the epochs after it, where `train.keep_shards_in_memory`
 serves the decoded samples from RAM. Both arms yield the same batches in the
@@ -22,7 +22,7 @@ from benchmarks.train_throughput import machine
 
 def timed_epochs(cfg, handle, epochs: int) -> tuple[list[float], list[str]]:
     """ms per batch of each epoch (the loader alone), and a digest of each epoch's batches."""
-    from pipeline.train_data import batches
+    from pipeline.train.data import batches
 
     per_epoch = -(-handle.manifest["samples"] // cfg.train.batch_size)
     stream, times, digests = batches(cfg, handle, rank=0, world=1), [], []

@@ -103,7 +103,7 @@ def arm(cfg, batches: list[list[dict]], cached: bool, factor: int, steps: int) -
     """Samples/s of `steps` training steps (after one warm-up)."""
     from model.light_wam import build_model
     from model.vae import build_vae
-    from pipeline.train_state import make_optimizer
+    from pipeline.train.state import make_optimizer
 
     torch.manual_seed(0)
     model = build_model(cfg.model)
@@ -191,10 +191,10 @@ def paper_step(setup: StepSetup) -> dict:
     from torch.nn.parallel import DistributedDataParallel
 
     from model.light_wam import build_model
-    from pipeline import allocator
+    from pipeline.train import allocator
     from pipeline.cli import load_config
-    from pipeline.train_state import make_optimizer
-    from pipeline.train_step import DDP_KWARGS, accumulate_gradients
+    from pipeline.train.state import make_optimizer
+    from pipeline.train.step import DDP_KWARGS, accumulate_gradients
 
     if allocator.active() != setup.allocator:
         raise RuntimeError(f"asked for malloc {setup.allocator}, running on {allocator.active()}")
@@ -226,7 +226,7 @@ def paper_step(setup: StepSetup) -> dict:
 
 
 def part_b(only: list[int] | None) -> None:
-    from pipeline import allocator
+    from pipeline.train import allocator
     from pipeline.config import Allocator
 
     print("\nPart B: paper preset, one training step (random weights, batch 1, fp32, AdamW, DDP world size 1)")

@@ -1,6 +1,6 @@
 """The model's configuration: the Wan VAE and text encoder, the backbone, the action expert.
 
-The dataclass defaults are the paper's numbers (DESIGN.md section 2). The one
+The dataclass defaults are the paper's numbers (docs/DESIGN.md section 2). The one
 non-paper module, `ShortcutConfig`, is off by default and refused by the
 `paper` preset.
 """

@@ -45,7 +45,7 @@ class HelpRequested(Exception):
 def help_text() -> str:
     """The running entry point's docstring, the presets and how to see every key."""
     main = sys.modules.get("__main__")
-    step = (getattr(main, "__spec__", None) and main.__spec__.name) or "pipeline.<step>"
+    step = ((getattr(main, "__spec__", None) and main.__spec__.name) or "pipeline.<step>").removesuffix(".__main__")
     doc = (getattr(main, "__doc__", None) or "").strip()
     return "\n".join([
         f"usage: python -m {step} [preset=NAME] [key.sub=value ...] [--print-config]",

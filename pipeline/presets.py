@@ -18,7 +18,7 @@ from sim.config import Codec, SimEnv
 
 
 def paper() -> Config:
-    """The paper's LIBERO configuration: Wan2.1-T2V-1.3B from a local directory, frozen (DESIGN.md section 2)."""
+    """The paper's LIBERO configuration: Wan2.1-T2V-1.3B from a local directory, frozen (docs/DESIGN.md section 2)."""
     cfg = Config(preset="paper", workdir="work-paper")
     cfg.data.cameras = ["observation.images.image", "observation.images.wrist_image"]
     cfg.eval.env = SimEnv.libero

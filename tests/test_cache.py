@@ -22,7 +22,7 @@ from lerobot_fixtures import write_v3_dataset, write_v21_dataset
 from pipeline.cli import load_config
 from model.pixels import resize, to_unit_range
 from pipeline.preprocess import open_cache_for, preprocess
-from pipeline.train_data import batches
+from pipeline.train.data import batches
 from stages.cache_loader import CacheMismatchError, read_shard
 from stages.schema import BATCH_KEYS
 from stages.lerobot import LeRobotDataset

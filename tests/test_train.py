@@ -22,13 +22,14 @@ import torch
 from conftest import subprocess_env
 from lerobot_fixtures import write_v3_dataset
 from model.checkpoint import load_checkpoint
-from pipeline import allocator, tracking
+from pipeline import tracking
+from pipeline.train import allocator
 from pipeline.cli import load_config
 from pipeline.policy_bundle import load_policy
 from pipeline.preprocess import open_cache_for, preprocess
 from pipeline.train import FINGERPRINT_TAG, train
-from pipeline.train_worker import MALLOC_TAG
-from pipeline.train_data import batches
+from pipeline.train.worker import MALLOC_TAG
+from pipeline.train.data import batches
 
 TINY = [
     "cache.image_height=32", "cache.image_width=32", "cache.num_frames=5", "cache.frame_stride=2",
@@ -198,7 +199,7 @@ def _fake_checkpoint(d: Path, step: int | None, missing: str | None = None) -> P
 
 
 def test_unreadable_snapshot_is_moved_aside_and_the_newest_complete_checkpoint_chosen(tmp_path):
-    from pipeline.train_resume import SNAPSHOT, recover_unreadable_snapshot
+    from pipeline.train.resume import SNAPSHOT, recover_unreadable_snapshot
 
     run = tmp_path / "run"
     _fake_checkpoint(run / "checkpoint_a", 4)

@@ -2,7 +2,7 @@
 
 import torch
 
-from pipeline.train_data import random_shift
+from pipeline.train.data import random_shift
 
 
 def test_random_shift_moves_the_content_and_keeps_the_size():

@@ -19,12 +19,12 @@ from safetensors.torch import load_file
 
 from model.checkpoint import load_trainable_state, save_checkpoint
 from model.light_wam import build_model
-from pipeline import allocator
+from pipeline.train import allocator
 from pipeline.config import Config
 from pipeline.run_logger import RunLogger
-from pipeline.train_data import batches
-from pipeline.train_step import DDP_KWARGS, accumulate_gradients
-from pipeline.train_state import load_optimizer, make_optimizer, make_scheduler, save_optimizer
+from pipeline.train.data import batches
+from pipeline.train.step import DDP_KWARGS, accumulate_gradients
+from pipeline.train.state import load_optimizer, make_optimizer, make_scheduler, save_optimizer
 
 
 MALLOC_TAG = "lightwam.worker_malloc"
@@ -75,7 +75,7 @@ def train_loop_per_worker(config: dict) -> None:
     opt = make_optimizer(params, tc)
     step = 0
     restored = ray.train.get_checkpoint()
-    if restored is None and config.get("resume_dir"):  # Ray's own record was unreadable (pipeline.train_resume)
+    if restored is None and config.get("resume_dir"):  # Ray's own record was unreadable (pipeline.train.resume)
         restored = ray.train.Checkpoint.from_directory(config["resume_dir"])
     if restored:
         with restored.as_directory() as d:

@@ -1,4 +1,4 @@
-"""`python -m pipeline.train [overrides]`: Ray Train DDP co-training from the offline cache.
+"""The training driver: the MLflow run around one Ray Train DDP fit.
 
 The driver owns the MLflow run (params, tags, artifacts, final status, model
 registry); rank 0 logs metrics and plots into it; Ray Train owns workers,
@@ -20,15 +20,15 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline import tracking
-from pipeline.allocator import worker_env
+from pipeline.train.allocator import worker_env
 from pipeline.cli import parse_or_exit, to_flat_dict, to_yaml
 from pipeline.config import Config
 from pipeline.console import console
 from pipeline.policy_bundle import write_bundle
 from pipeline.preprocess import open_cache_for
-from pipeline.progress import TrainingProgress
-from pipeline.train_resume import recover_unreadable_snapshot
-from pipeline.train_worker import train_loop_per_worker
+from pipeline.train.progress import TrainingProgress
+from pipeline.train.resume import recover_unreadable_snapshot
+from pipeline.train.worker import train_loop_per_worker
 from pipeline.workdir import ray_storage
 from stages.cache_loader import CacheHandle
 
