@@ -39,9 +39,8 @@ def storage_dtype(name: str) -> np.dtype:
 def keep_memory_mapped() -> None:
     """Stop glibc handing the VAE's large activation buffers back to the OS after every layer.
 
-    Otherwise they page-fault back in on the next call: a paper-geometry clip (fp32,
-    2 threads) took 7M minor faults and 15 s of system time; with this, 0.5M and 1 s
-    (38 s -> 27 s wall on an idle 2-core node). No-op off glibc.
+    Otherwise they page-fault back in on the next call, and a large clip spends much
+    of its time in the kernel (`benchmarks/preprocess.py`). No-op off glibc.
     """
     if not sys.platform.startswith("linux"):
         return

@@ -41,11 +41,11 @@ def test_spatial_task_runs_headless_with_the_paper_observation():
     assert isinstance(env, LiberoEnv) and env.instruction == task.instruction == step.request.instruction
     obs = worker.obs
     raw = env._env.env._get_observations()  # the same state rendered again by robosuite
-    # 180-degree rotation of both 256x256 renders, resized to the policy's 224 and joined side by side
+    # 180-degree rotation of both 256x256 renders, handed to the policy as rendered (it resizes to 224)
     for camera in ("image", "wrist_image"):
         assert obs["images"][camera].shape == (256, 256, 3)
         np.testing.assert_array_equal(obs["images"][camera], raw[CAMERA_KEYS[camera]][::-1, ::-1])
-    assert step.request.image.shape == (224, 448, 3)
+        np.testing.assert_array_equal(step.request.images[camera], obs["images"][camera])
     # 8-d proprio: eef position, axis-angle (as robosuite computes it), two gripper joints
     state = step.request.state
     assert state.shape == (8,) and state.dtype == np.float32

@@ -15,6 +15,7 @@ CACHE = [
     "cache.action_horizon=4", "cache.sample_stride=4", "cache.samples_per_shard=16", "cache.encode_batch_size=8",
     "cache.vae.base_dim=8", "cache.vae.dim_mult=[1,1,1,1]", "cache.vae.num_res_blocks=1",
     "cache.text.encoder=minilm", "cache.text.max_tokens=32", "cache.text.dim=384",
+    "model.action_horizon=4",  # the expert predicts the chunks the cache stores
 ]
 
 MODEL = [
@@ -23,7 +24,7 @@ MODEL = [
     "model.backbone.adapter_layers=[0,1]", "model.backbone.adapter_dim=16", "model.backbone.lora_rank=4",
     "model.backbone.lora_alpha=8", "model.expert.num_queries=2", "model.expert.num_heads=2",
     "model.expert.compress_dim=32", "model.expert.hidden_dim=32", "model.expert.step_embed_dim=16",
-    "model.action_dim=4", "model.proprio_dim=4", "model.action_horizon=4",
+    "model.action_dim=4", "model.proprio_dim=4",
 ]
 
 TRAIN = ["train.batch_size=4", "train.lr=2e-3", "train.warmup_steps=1", "train.num_workers=1", "train.log_every=1",
