@@ -28,6 +28,7 @@ from pipeline.config import Config
 from pipeline.workdir import cache_root, demo_dataset_dir
 from stages.downsample import pool_latents
 from stages.manifest import MANIFEST, ManifestError, diff_identity, fingerprint, identify, read_manifest, validate_shards
+from stages.shard_check import verified_bytes
 from stages.text import load_text
 
 BATCH_KEYS = ("video_latents", "video_frame_mask", "current_latent", "proprio", "actions", "action_mask",
@@ -124,16 +125,30 @@ def open_cache(cfg: Config, wanted: dict | None = None, verify: bool = False) ->
                        manifest["stats"], text, extra)
 
 
-def read_shard(path: Path) -> Iterator[dict]:
-    """Samples of one tar shard as {member suffix: ndarray | dict}, in file order."""
+def read_shard(path: Path, data: bytes | None = None) -> Iterator[dict]:
+    """Samples of one tar shard as {member suffix: ndarray | dict}, in file order.
+
+    `data`: the shard's bytes, already read and checked (`verified_bytes`); else the file is read.
+    """
+    try:
+        yield from _parse_shard(path, data)
+    except (tarfile.TarError, EOFError, ValueError, KeyError) as err:
+        if isinstance(err, ManifestError):
+            raise
+        raise ManifestError(f"{path}: not a readable cache shard ({type(err).__name__}: {err}); rebuild the "
+                            "cache with `python -m pipeline.preprocess`") from err
+
+
+def _parse_shard(path: Path, data: bytes | None) -> Iterator[dict]:
     current, key = {}, None
-    with tarfile.open(path, "r") as tar:
+    source = tarfile.open(fileobj=io.BytesIO(data), mode="r") if data is not None else tarfile.open(path, "r")
+    with source as tar:
         for member in tar:
             if not member.isfile():
                 continue
             sample_key, _, suffix = member.name.partition(".")
             if key is not None and sample_key != key:
-                yield current
+                yield _complete(current, path, key)
                 current = {}
             key = sample_key
             data = tar.extractfile(member).read()
@@ -144,7 +159,13 @@ def read_shard(path: Path) -> Iterator[dict]:
             else:
                 raise ManifestError(f"{path}: unexpected member {member.name}")
     if current:
-        yield current
+        yield _complete(current, path, key)
+
+
+def _complete(sample: dict, path: Path, key: str) -> dict:
+    if "meta" not in sample:
+        raise ManifestError(f"{path}: sample {key!r} has no meta.json (members: {sorted(sample)})")
+    return sample
 
 
 class CacheDataset(IterableDataset):
@@ -197,10 +218,14 @@ class CacheDataset(IterableDataset):
     def _samples(self, path: Path) -> Iterator[dict] | list[dict]:
         """One shard's raw samples in file order: a list when it will be shuffled or kept."""
         if not self.in_memory:
-            return list(read_shard(path)) if self.shuffle else read_shard(path)
+            return list(self._read(path)) if self.shuffle else self._read(path)
         if path not in self._kept:
-            self._kept[path] = list(read_shard(path))
+            self._kept[path] = list(self._read(path))
         return list(self._kept[path])  # a copy: shuffling must leave the kept file order alone
+
+    def _read(self, path: Path) -> Iterator[dict]:
+        """Samples of a shard whose bytes match the manifest's sha256 (else `ShardError`)."""
+        return read_shard(path, verified_bytes(path, self.handle.cache_dir, self.handle.manifest))
 
     def __iter__(self) -> Iterator[dict]:
         epoch = 0
