@@ -150,6 +150,9 @@ def preprocess(cfg: Config) -> PreprocessResult:
     reader = LeRobotDataset(root, cameras=cfg.data.cameras or None, state_key=cfg.data.state_key,
                             action_key=cfg.data.action_key)
     unlisted = audit(reader)  # whole-dataset checks, before any model or Ray work
+    early = _too_many_rejects(unlisted, len(reader.episodes) + len(unlisted), cfg.cache.max_reject_fraction)
+    if early:
+        return PreprocessResult(cache_root(cfg), "", None, False, early + "; nothing was built")
     geom = ClipGeometry.from_config(cfg.cache)
     identity = identify(cfg, reader)
     fp = fingerprint(identity)

@@ -29,6 +29,7 @@ from pipeline.workdir import cache_root, demo_dataset_dir
 from stages.downsample import pool_latents
 from stages.manifest import MANIFEST, ManifestError, diff_identity, fingerprint, identify, read_manifest, validate_shards
 from stages.shard_check import verified_bytes
+from stages.shards import SAMPLE_ARRAYS
 from stages.text import load_text
 
 BATCH_KEYS = ("video_latents", "video_frame_mask", "current_latent", "proprio", "actions", "action_mask",
@@ -158,13 +159,17 @@ def _parse_shard(path: Path, data: bytes | None) -> Iterator[dict]:
                 current[suffix[:-5]] = json.loads(data)
             else:
                 raise ManifestError(f"{path}: unexpected member {member.name}")
+        tar.fileobj.seek(tar.offset)  # tarfile ends quietly at a damaged header: only zeros may follow
+        if tar.fileobj.read().strip(b"\0"):
+            raise ManifestError(f"{path}: damaged tar header at byte {tar.offset}; the shard is cut short there")
     if current:
         yield _complete(current, path, key)
 
 
 def _complete(sample: dict, path: Path, key: str) -> dict:
-    if "meta" not in sample:
-        raise ManifestError(f"{path}: sample {key!r} has no meta.json (members: {sorted(sample)})")
+    missing = [name for name in ("meta", *SAMPLE_ARRAYS) if name not in sample]
+    if missing:
+        raise ManifestError(f"{path}: sample {key!r} lacks {missing} (members: {sorted(sample)})")
     return sample
 
 
