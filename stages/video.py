@@ -149,6 +149,8 @@ def _read_decord(path: str, timestamps: np.ndarray) -> np.ndarray:
     starts = reader.get_frame_timestamp(np.arange(n))[:, 0].astype(np.float64)
     period = 1.0 / reader.get_avg_fps()
     index = _nearest(path, starts, timestamps, period)
+    if n > 1:  # the frame spacing itself: an average over a file with gaps is too long
+        period = float(np.median(np.diff(starts)))
     _check_gap(path, starts[index], timestamps, period)
     unique, inverse = np.unique(index, return_inverse=True)
     frames = reader.get_batch(unique.tolist()).asnumpy()
@@ -163,7 +165,7 @@ def _read_pyav(path: str, timestamps: np.ndarray) -> np.ndarray:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = _DECODE_THREADS
         time_base = float(stream.time_base)
-        period = 1.0 / float(stream.average_rate or stream.guessed_rate)
+        period = 1.0 / float(stream.base_rate or stream.average_rate or stream.guessed_rate)  # spacing, not average
         frames = None  # iterator over decoded frames
         prev = cur = None  # (time, frame) pairs around the current target
         rgb_cache: dict[float, np.ndarray] = {}
