@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import ray
 
+from cluster.reap import ray_descendants, reap
 from pipeline.config import ClusterConfig
 
 
@@ -56,4 +57,6 @@ def ray_session(cfg: ClusterConfig) -> Iterator[dict]:
     try:
         yield ray.cluster_resources()
     finally:
+        started = [] if address else ray_descendants()  # a joined cluster's processes are not ours
         ray.shutdown()
+        reap(started)
