@@ -47,13 +47,17 @@ def ray_session(cfg: ClusterConfig) -> Iterator[dict]:
     else:
         os.environ["RAY_AUTH_MODE"] = "disabled"  # loopback-only, process-lifetime cluster
         _keep_loopback()
-        ray.init(
-            _node_ip_address=cfg.node_ip or "127.0.0.1",
-            include_dashboard=False,
-            num_cpus=cfg.num_cpus or os.cpu_count(),
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        try:
+            ray.init(
+                _node_ip_address=cfg.node_ip or "127.0.0.1",
+                include_dashboard=False,
+                num_cpus=cfg.num_cpus or os.cpu_count(),
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except BaseException:  # e.g. the head timed out starting: what did start must not outlive us
+            reap(ray_descendants(), grace_s=0.0)
+            raise
     try:
         yield ray.cluster_resources()
     finally:
