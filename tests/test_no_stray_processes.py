@@ -1,4 +1,9 @@
-"""`python -m pipeline.preprocess` with its own Ray cluster leaves no process behind when it returns."""
+"""An entry point with its own Ray cluster leaves no process behind when it returns.
+
+`pipeline.preprocess`, `train`, `evaluate` and `run` all start their cluster
+through `cluster.ray_session`; the test runs that session in a subprocess (without
+the model, so it stays cheap) and checks the process tree the moment it returns.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,6 @@ import threading
 
 import psutil
 
-from lerobot_fixtures import write_v3_dataset
-from test_cache import overrides
 
 
 def _watch(root: psutil.Process, seen: dict[int, float], done: threading.Event) -> None:
@@ -36,12 +39,20 @@ def _still_running(seen: dict[int, float]) -> list[str]:
     return alive
 
 
-def test_preprocess_leaves_no_process_behind(tmp_path):
-    write_v3_dataset(tmp_path / "ds", lengths=(5,), cameras=("observation.images.front",))
+# What every entry point does with Ray: an embedded session that runs work on its workers, then returns.
+ENTRY = """
+import ray
+from cluster.ray_session import ray_session
+from pipeline.config import ClusterConfig
+with ray_session(ClusterConfig(num_cpus=2)):
+    ray.get([ray.remote(lambda i: i).remote(i) for i in range(4)])
+print("done")
+"""
+
+
+def _run_and_watch(cmd: list[str]) -> tuple[subprocess.CompletedProcess, dict[int, float]]:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.preprocess", "cluster.num_cpus=2",
-                             *overrides(tmp_path / "ds", tmp_path / "cache")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: dict[int, float] = {}
     done = threading.Event()
     watcher = threading.Thread(target=_watch, args=(psutil.Process(proc.pid), seen, done), daemon=True)
@@ -49,6 +60,12 @@ def test_preprocess_leaves_no_process_behind(tmp_path):
     out, _ = proc.communicate(timeout=600)
     done.set()
     watcher.join()
-    assert proc.returncode == 0, out[-2000:]
-    assert len(seen) >= 2, seen  # the command did start Ray processes
+    return subprocess.CompletedProcess(cmd, proc.returncode, out), seen
+
+
+def test_an_embedded_ray_session_leaves_no_process_behind():
+    """The session waits for its Ray processes (head, raylet, workers) before the command returns."""
+    result, seen = _run_and_watch([sys.executable, "-c", ENTRY])
+    assert result.returncode == 0 and "done" in result.stdout, result.stdout[-2000:]
+    assert len(seen) >= 3, seen  # head services and workers were started
     assert _still_running(seen) == []  # checked the moment the command returned
