@@ -26,10 +26,10 @@ from pipeline.cli import parse_or_exit, to_flat_dict
 from pipeline.config import Config
 from pipeline.console import console
 from pipeline.workdir import cache_root, demo_dataset_dir
+from stages.build_time import built_at, reused_message
 from stages.manifest import (MANIFEST, ManifestError, derivable, fingerprint, identify, merge_stats, read_manifest,
                              validate_shards)
 from stages.plan import ClipGeometry, group_episodes, samples_in
-from stages.build_time import built_at, reused_message
 from stages.shards import shard_name, sidecar_path, write_json_atomic
 
 @dataclass

@@ -126,13 +126,13 @@ def open_cache(cfg: Config, wanted: dict | None = None, verify: bool = False) ->
                        manifest["stats"], text, extra)
 
 
-def read_shard(path: Path, data: bytes | None = None) -> Iterator[dict]:
+def read_shard(path: Path, content: bytes | None = None) -> Iterator[dict]:
     """Samples of one tar shard as {member suffix: ndarray | dict}, in file order.
 
-    `data`: the shard's bytes, already read and checked (`verified_bytes`); else the file is read.
+    `content`: the shard's bytes, already read and checked (`verified_bytes`); else the file is read.
     """
     try:
-        yield from _parse_shard(path, data)
+        yield from _parse_shard(path, content)
     except (tarfile.TarError, EOFError, ValueError, KeyError) as err:
         if isinstance(err, ManifestError):
             raise
@@ -140,10 +140,9 @@ def read_shard(path: Path, data: bytes | None = None) -> Iterator[dict]:
                             "cache with `python -m pipeline.preprocess`") from err
 
 
-def _parse_shard(path: Path, data: bytes | None) -> Iterator[dict]:
+def _parse_shard(path: Path, content: bytes | None) -> Iterator[dict]:
     current, key = {}, None
-    source = tarfile.open(fileobj=io.BytesIO(data), mode="r") if data is not None else tarfile.open(path, "r")
-    with source as tar:
+    with tarfile.open(path, "r", fileobj=None if content is None else io.BytesIO(content)) as tar:
         for member in tar:
             if not member.isfile():
                 continue

@@ -77,8 +77,8 @@ def set_value(root: Path, episode: int, column: str, frame: int, value: float) -
     path = data_file_of(root, episode)
     table = pq.read_table(path)
     rows = table[column].to_pylist()
-    hit = [i for i, (e, f) in enumerate(zip(table["episode_index"].to_pylist(), table["frame_index"].to_pylist()))
-           if e == episode and f == frame][0]
+    hit = next(i for i, (e, f) in enumerate(zip(table["episode_index"].to_pylist(),
+                                                table["frame_index"].to_pylist())) if e == episode and f == frame)
     rows[hit][0] = value
     table = table.set_column(table.schema.get_field_index(column), column,
                              pa.array(rows, type=table.schema.field(column).type))

@@ -12,15 +12,15 @@ import tarfile
 
 import numpy as np
 import pytest
-
 from damage import drop_metadata_row, flip_byte, truncate
 from lerobot_fixtures import write_v3_dataset
+from test_cache import config, overrides, samples_of
+
 from pipeline.preprocess import main, preprocess
 from stages.cache_loader import open_cache, read_shard
 from stages.manifest import ManifestError, read_manifest
 from stages.plan import ClipGeometry, plan_episode
 from stages.shard_check import ShardError
-from test_cache import config, overrides, samples_of
 
 LENGTHS = (6, 7, 5)
 SMALL = ("cache.samples_per_shard=3",)  # a shard per episode, so one can be damaged alone

@@ -13,12 +13,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import damage as d
 import numpy as np
 import pytest
-
-import damage as d
 from integrity_build import read_build, same_sample
 from lerobot_fixtures import write_v3_dataset, write_v21_dataset
+
 from stages.lerobot import DatasetError, LeRobotDataset
 
 CAMERAS = ("observation.images.top", "observation.images.wrist")
@@ -27,7 +27,7 @@ KINDS = ("drop_frame", "drop_rows", "drop_metadata_row", "truncate", "flip_metad
 
 def _dataset(rng: np.random.Generator, root: Path) -> None:
     lengths = tuple(int(n) for n in rng.integers(4, 9, size=int(rng.integers(2, 4))))
-    kw = dict(lengths=lengths, cameras=CAMERAS[: int(rng.integers(1, 3))], fps=int(rng.choice([10, 15])))
+    kw = {"lengths": lengths, "cameras": CAMERAS[: int(rng.integers(1, 3))], "fps": int(rng.choice([10, 15]))}
     if rng.random() < 0.5:
         write_v3_dataset(root, episodes_per_file=2, **kw)
     else:
@@ -42,7 +42,10 @@ def _damage(kind: str, rng: np.random.Generator, root: Path) -> list[str]:
     """Apply one damage; returns the relative paths a failure must name (any one of them)."""
     dataset = LeRobotDataset(root)
     episode = dataset.episodes[int(rng.integers(len(dataset.episodes)))]
-    rel = lambda p: str(Path(p).relative_to(root))  # noqa: E731
+
+    def rel(path) -> str:
+        return str(Path(path).relative_to(root))
+
     if kind == "drop_frame":
         segment = episode.videos[dataset.camera_keys[int(rng.integers(len(dataset.camera_keys)))]]
         first = int(round(segment.from_timestamp * dataset.fps))

@@ -11,10 +11,22 @@ import json
 
 import numpy as np
 import pytest
-
-from damage import (drop_column, drop_metadata_row, drop_video_frame, set_v3_meta, set_value, v3_meta)
+from damage import (
+    drop_column,
+    drop_metadata_row,
+    drop_video_frame,
+    set_v3_meta,
+    set_value,
+    v3_meta,
+)
 from integrity_build import read_build, same_sample
-from lerobot_fixtures import frame_value, write_v3_dataset, write_v21_dataset, write_video
+from lerobot_fixtures import (
+    frame_value,
+    write_v3_dataset,
+    write_v21_dataset,
+    write_video,
+)
+
 from stages import video
 from stages.lerobot import DatasetError, LeRobotDataset
 from stages.lerobot_audit import audit

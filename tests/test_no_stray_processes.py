@@ -15,7 +15,6 @@ import threading
 import psutil
 
 
-
 def _watch(root: psutil.Process, seen: dict[int, float], done: threading.Event) -> None:
     """Record every descendant (pid -> create time) while the command runs."""
     while not done.is_set():
