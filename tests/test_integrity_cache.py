@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from test_cache import config, overrides, samples_of
 
 from pipeline.preprocess import main, preprocess
 from stages.cache_loader import open_cache, read_shard
-from stages.manifest import ManifestError, read_manifest
+from stages.manifest import ManifestError, read_manifest, validate_shards
 from stages.plan import ClipGeometry, plan_episode
 from stages.shard_check import ShardError
 
@@ -115,18 +116,21 @@ def test_bad_tar_header_read_without_a_manifest_is_a_clear_error(lenient, tmp_pa
         list(read_shard(shard))
 
 
-def test_following_the_rebuild_hint_restores_the_shard(lenient, tmp_path, unlisted):
+def test_following_the_rebuild_hint_makes_the_next_build_redo_that_shard(lenient, tmp_path, unlisted):
+    """After the hint's `rm`, the build's no-op check fails on that shard and its group is redone alone
+    (a build resuming over missing shards is `test_cache.test_killed_run_resumes_to_the_clean_sample_set`)."""
     cache = tmp_path / "cache"
     shutil.copytree(lenient.cache_dir.parent, cache)
     cfg = config(unlisted[0] / "ds", cache, *SMALL, "cache.max_reject_fraction=0.5")
-    shard = open_cache(cfg, wanted=lenient.manifest["identity"]).shard_paths[0]
-    flip_byte(shard, shard.stat().st_size // 2)
-    shard.unlink()
-    shard.with_suffix(".json").unlink()  # as the hint says
-    rebuilt = preprocess(cfg)
-    assert rebuilt.ok and not rebuilt.skipped
-    items = list(open_cache(cfg, wanted=lenient.manifest["identity"]).dataset())
-    assert len(items) == lenient.manifest["samples"]
-    before, after = samples_of(lenient.cache_dir), samples_of(rebuilt.cache_dir)
-    assert set(before) == set(after)
-    assert all(np.array_equal(before[k]["actions"], after[k]["actions"]) for k in before)
+    handle = open_cache(cfg, wanted=lenient.manifest["identity"])
+    shard = handle.shard_paths[0]
+    flip_byte(shard, _inside_latents(shard))
+    with pytest.raises(ShardError) as err:
+        list(handle.dataset())
+    removed = str(err.value).split("`rm ")[1].split("`")[0].split()
+    for path in removed:
+        Path(path).unlink()
+    with pytest.raises(ManifestError, match=shard.name):
+        validate_shards(handle.cache_dir, read_manifest(handle.cache_dir))
+    left = sorted(p.name for p in handle.cache_dir.glob("shard-*"))
+    assert shard.name not in left and len(left) == 2 * (len(handle.shard_paths) - 1)
