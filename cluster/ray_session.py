@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import ray
 
 from cluster.config import ClusterConfig
+from cluster.reap import ray_descendants, reap
 
 
 def cluster_address(cfg: ClusterConfig) -> str:
@@ -46,14 +47,20 @@ def ray_session(cfg: ClusterConfig) -> Iterator[dict]:
     else:
         os.environ["RAY_AUTH_MODE"] = "disabled"  # loopback-only, process-lifetime cluster
         _keep_loopback()
-        ray.init(
-            _node_ip_address=cfg.node_ip or "127.0.0.1",
-            include_dashboard=False,
-            num_cpus=cfg.num_cpus or os.cpu_count(),
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        try:
+            ray.init(
+                _node_ip_address=cfg.node_ip or "127.0.0.1",
+                include_dashboard=False,
+                num_cpus=cfg.num_cpus or os.cpu_count(),
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except BaseException:  # e.g. the head timed out starting: what did start must not outlive us
+            reap(ray_descendants(), grace_s=0.0)
+            raise
     try:
         yield ray.cluster_resources()
     finally:
+        started = [] if address else ray_descendants()  # a joined cluster's processes are not ours
         ray.shutdown()
+        reap(started)

@@ -26,10 +26,11 @@ from pipeline.cli import parse_or_exit, to_flat_dict
 from pipeline.config import Config
 from pipeline.console import console
 from pipeline.workdir import cache_root, demo_dataset_dir
+from model.vae import compression
+from stages.build_time import built_at, reused_message
+from stages.cache_loader import CacheHandle, open_cache
 from stages.manifest import (MANIFEST, ManifestError, derivable, fingerprint, identify, merge_stats, read_manifest,
                              validate_shards)
-from model.vae import compression
-from stages.cache_loader import CacheHandle, open_cache
 from stages.plan import ClipGeometry, group_episodes, samples_in
 from stages.shards import shard_name, sidecar_path, write_json_atomic
 
@@ -161,11 +162,16 @@ def _too_many_rejects(rejected: list[dict], episodes: int, limit: float) -> str:
 
 def preprocess(cfg: Config) -> PreprocessResult:
     from cluster.ray_session import ray_session
+    from stages.lerobot_audit import audit
     from stages.text import ensure_text_embeddings
 
     t0 = time.perf_counter()
     root = dataset_root(cfg)
     reader = open_reader(cfg, root)
+    unlisted = audit(reader)  # whole-dataset checks, before any model or Ray work
+    early = _too_many_rejects(unlisted, len(reader.episodes) + len(unlisted), cfg.cache.max_reject_fraction)
+    if early:
+        return PreprocessResult(cache_root(cfg), "", None, False, early + "; nothing was built")
     geom = ClipGeometry.from_config(cfg.cache)
     identity = identify(cfg.cache, cfg.data, reader)
     fp = fingerprint(identity)
@@ -174,7 +180,7 @@ def preprocess(cfg: Config) -> PreprocessResult:
         manifest = read_manifest(cache_dir)
         validate_shards(cache_dir, manifest)
         error = _too_many_rejects(manifest["rejected"], manifest["episodes"], cfg.cache.max_reject_fraction)
-        return PreprocessResult(cache_dir, fp, manifest, not error, error or "cache is up to date; nothing to do",
+        return PreprocessResult(cache_dir, fp, manifest, not error, error or reused_message(manifest),
                                 skipped=True, identity=identity)
     except ManifestError:
         pass
@@ -201,8 +207,8 @@ def preprocess(cfg: Config) -> PreprocessResult:
     t_pipeline = time.perf_counter()
 
     records = _collect(cache_dir, groups)
-    rejected = [rej for r in records for rej in r["rejects"]]
-    error = _too_many_rejects(rejected, len(reader.episodes), cfg.cache.max_reject_fraction)
+    rejected = unlisted + [rej for r in records for rej in r["rejects"]]
+    error = _too_many_rejects(rejected, len(reader.episodes) + len(unlisted), cfg.cache.max_reject_fraction)
     if error:
         return PreprocessResult(cache_dir, fp, None, False, error + "; no manifest written")
     spatial = compression(identity["cache.vae"]["config"])[1]
@@ -210,6 +216,8 @@ def preprocess(cfg: Config) -> PreprocessResult:
     timings = {"identity_s": t_identity - t0, "text_s": t_text - t_identity, "pipeline_s": t_pipeline - t_text,
                "total_s": time.perf_counter() - t0}
     manifest = _build_manifest(cfg, identity, fp, len(reader.episodes), records, text_keys, timings, (h8, w8))
+    manifest.update(episodes=manifest["episodes"] + len(unlisted), rejected=unlisted + manifest["rejected"],
+                    built_at=built_at())
     write_json_atomic(cache_dir / MANIFEST, manifest)
     return PreprocessResult(cache_dir, fp, manifest, True, f"cache written in {timings['total_s']:.1f}s",
                             identity=identity)
@@ -221,14 +229,17 @@ def print_summary(result: PreprocessResult) -> None:
     table.add_row("cache", str(result.cache_dir))
     table.add_row("fingerprint", result.fingerprint)
     if m:
+        if result.skipped:
+            table.add_row("built", m.get("built_at", "earlier (time not recorded)"))
         table.add_row("samples", str(m["samples"]))
         table.add_row("shards", f"{len(m['shards'])} ({sum(s['bytes'] for s in m['shards']) / 1e6:.1f} MB)")
         table.add_row("rejected episodes", "; ".join(f"{r['episode']}: {r['reason']}" for r in m["rejected"])
                       or "none")
         table.add_row("video files per decoder", ", ".join(f"{k}={v}" for k, v in m["decoders"].items()) or "-")
         secs = m["timings"]["stage_seconds"]
-        table.add_row("time per stage (task s)", ", ".join(f"{k} {v:.1f}" for k, v in secs.items()))
-        table.add_row("wall time (s)", ", ".join(f"{k[:-2]} {v:.1f}" for k, v in m["timings"].items()
+        when = " at build" if result.skipped else ""  # a reused cache's timings are not this run's
+        table.add_row(f"time per stage{when} (task s)", ", ".join(f"{k} {v:.1f}" for k, v in secs.items()))
+        table.add_row(f"wall time{when} (s)", ", ".join(f"{k[:-2]} {v:.1f}" for k, v in m["timings"].items()
                                                  if k.endswith("_s")))
     console.print(table)
     console.print(("[green]" if result.ok else "[red]") + result.message)

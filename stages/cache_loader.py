@@ -26,6 +26,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from model.pixels import to_unit_range
 from stages.downsample import pool_latents
 from stages.manifest import MANIFEST, ManifestError, diff_identity, fingerprint, read_manifest, validate_shards
+from stages.schema import SHARD_ARRAYS
+from stages.shard_check import verified_bytes
 from stages.text import load_text
 
 
@@ -95,16 +97,29 @@ def open_cache(root: Path, wanted: dict, verify: bool = False) -> CacheHandle:
                        manifest["stats"], text, extra)
 
 
-def read_shard(path: Path) -> Iterator[dict]:
-    """Samples of one tar shard as {member suffix: ndarray | dict}, in file order."""
+def read_shard(path: Path, content: bytes | None = None) -> Iterator[dict]:
+    """Samples of one tar shard as {member suffix: ndarray | dict}, in file order.
+
+    `content`: the shard's bytes, already read and checked (`verified_bytes`); else the file is read.
+    """
+    try:
+        yield from _parse_shard(path, content)
+    except (tarfile.TarError, EOFError, ValueError, KeyError) as err:
+        if isinstance(err, ManifestError):
+            raise
+        raise ManifestError(f"{path}: not a readable cache shard ({type(err).__name__}: {err}); rebuild the "
+                            "cache with `python -m pipeline.preprocess`") from err
+
+
+def _parse_shard(path: Path, content: bytes | None) -> Iterator[dict]:
     current, key = {}, None
-    with tarfile.open(path, "r") as tar:
+    with tarfile.open(path, "r", fileobj=None if content is None else io.BytesIO(content)) as tar:
         for member in tar:
             if not member.isfile():
                 continue
             sample_key, _, suffix = member.name.partition(".")
             if key is not None and sample_key != key:
-                yield current
+                yield _complete(current, path, key)
                 current = {}
             key = sample_key
             data = tar.extractfile(member).read()
@@ -114,8 +129,18 @@ def read_shard(path: Path) -> Iterator[dict]:
                 current[suffix[:-5]] = json.loads(data)
             else:
                 raise ManifestError(f"{path}: unexpected member {member.name}")
+        tar.fileobj.seek(tar.offset)  # tarfile ends quietly at a damaged header: only zeros may follow
+        if tar.fileobj.read().strip(b"\0"):
+            raise ManifestError(f"{path}: damaged tar header at byte {tar.offset}; the shard is cut short there")
     if current:
-        yield current
+        yield _complete(current, path, key)
+
+
+def _complete(sample: dict, path: Path, key: str) -> dict:
+    missing = [name for name in ("meta", *SHARD_ARRAYS) if name not in sample]
+    if missing:
+        raise ManifestError(f"{path}: sample {key!r} lacks {missing} (members: {sorted(sample)})")
+    return sample
 
 
 class CacheDataset(IterableDataset):
@@ -167,10 +192,14 @@ class CacheDataset(IterableDataset):
     def _samples(self, path: Path) -> Iterator[dict] | list[dict]:
         """One shard's raw samples in file order: a list when it will be shuffled or kept."""
         if not self.in_memory:
-            return list(read_shard(path)) if self.shuffle else read_shard(path)
+            return list(self._read(path)) if self.shuffle else self._read(path)
         if path not in self._kept:
-            self._kept[path] = list(read_shard(path))
+            self._kept[path] = list(self._read(path))
         return list(self._kept[path])  # a copy: shuffling must leave the kept file order alone
+
+    def _read(self, path: Path) -> Iterator[dict]:
+        """Samples of a shard whose bytes match the manifest's sha256 (else `ShardError`)."""
+        return read_shard(path, verified_bytes(path, self.handle.cache_dir, self.handle.manifest))
 
     def __iter__(self) -> Iterator[dict]:
         epoch = 0

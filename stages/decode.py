@@ -47,11 +47,11 @@ def clip_pixels(frames: np.ndarray, clip_index: np.ndarray) -> torch.Tensor:
     return to_unit_range(frames[clip_index]).movedim(1, 2)  # [B, n, 3, H, W] -> [B, 3, n, H, W]
 
 
-def _check_finite(name: str, values: np.ndarray) -> None:
+def _check_finite(name: str, values: np.ndarray, where) -> None:
     bad = ~np.isfinite(values)
     if bad.any():
         row = int(np.argwhere(bad)[0][0])
-        raise EpisodeRejected(f"{int(bad.sum())} non-finite {name} values (first at frame {row})")
+        raise EpisodeRejected(f"{where}: {int(bad.sum())} non-finite {name} values (first at frame {row})")
 
 
 def _check_video_length(dataset: LeRobotDataset, episode: Episode) -> None:
@@ -61,6 +61,11 @@ def _check_video_length(dataset: LeRobotDataset, episode: Episode) -> None:
             frames = video.probe(segment.path).num_frames
         else:
             frames = round((segment.to_timestamp - segment.from_timestamp) * episode.fps)
+            if frames != episode.length:  # the metadata disagrees with itself, not with the mp4
+                raise EpisodeRejected(
+                    f"{dataset.root / 'meta/episodes'}: episode {episode.index}: videos/{camera}/to_timestamp - "
+                    f"from_timestamp ({segment.to_timestamp:g} - {segment.from_timestamp:g} s at {episode.fps:g} fps) "
+                    f"spans {frames} frames, but its length is {episode.length} (rows in {episode.data_path})")
         if abs(frames - episode.length) > 0:
             raise EpisodeRejected(
                 f"length mismatch: {episode.length} data rows but {frames} video frames in {camera} ({segment.path})"
@@ -114,8 +119,8 @@ class DecodeGroup:
     def _episode(self, dataset: LeRobotDataset, episode: Episode, decoders: dict[str, str]) -> dict:
         spec = self.spec
         rows = dataset.frames(episode)
-        _check_finite("action", rows.action)
-        _check_finite("state", rows.state)
+        _check_finite(f"action ({spec.action_key!r})", rows.action, episode.data_path)
+        _check_finite(f"state ({spec.state_key!r})", rows.state, episode.data_path)
         _check_video_length(dataset, episode)
         plan = plan_episode(episode.length, spec.geometry)
         needed = plan.needed_frames

@@ -33,6 +33,8 @@ def read_jsonl(path: Path) -> list[dict]:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found") from None
+    except (OSError, ValueError) as err:  # e.g. a damaged byte that is not UTF-8
+        raise DatasetError(f"{path}: unreadable ({err})") from err
     rows = []
     for number, line in enumerate(lines, start=1):
         if line.strip():

@@ -115,6 +115,9 @@ def decoder_counts() -> dict[str, int]:
 def read_frames(path: str | Path, timestamps: np.ndarray, decoder: str | None = None) -> np.ndarray:
     """Frames nearest (by pts) to `timestamps` (seconds, file-relative), uint8 [N, H, W, 3].
 
+    The nearest frame must start within half a frame period of its timestamp, else
+    `VideoError` (a frame missing mid-video must not be replaced by its neighbour).
+
     Each distinct frame is decoded once however often it is asked for.
     `decoder` forces "decord" or "pyav"; by default `decoder_for` picks.
     """
@@ -146,6 +149,9 @@ def _read_decord(path: str, timestamps: np.ndarray) -> np.ndarray:
     starts = reader.get_frame_timestamp(np.arange(n))[:, 0].astype(np.float64)
     period = 1.0 / reader.get_avg_fps()
     index = _nearest(path, starts, timestamps, period)
+    if n > 1:  # the frame spacing itself: an average over a file with gaps is too long
+        period = float(np.median(np.diff(starts)))
+    _check_gap(path, starts[index], timestamps, period)
     unique, inverse = np.unique(index, return_inverse=True)
     frames = reader.get_batch(unique.tolist()).asnumpy()
     return frames[inverse]
@@ -159,7 +165,7 @@ def _read_pyav(path: str, timestamps: np.ndarray) -> np.ndarray:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = _DECODE_THREADS
         time_base = float(stream.time_base)
-        period = 1.0 / float(stream.average_rate or stream.guessed_rate)
+        period = 1.0 / float(stream.base_rate or stream.average_rate or stream.guessed_rate)  # spacing, not average
         frames = None  # iterator over decoded frames
         prev = cur = None  # (time, frame) pairs around the current target
         rgb_cache: dict[float, np.ndarray] = {}
@@ -182,6 +188,7 @@ def _read_pyav(path: str, timestamps: np.ndarray) -> np.ndarray:
                 raise VideoError(
                     path, f"no frame near {target:.4f}s (nearest at {best[0]:.4f}s); file truncated?"
                 )
+            _check_gap(path, np.array([best[0]]), np.array([target]), period)
             if best[0] not in rgb_cache:
                 rgb_cache[best[0]] = best[1].to_ndarray(format="rgb24")
             picked.append(rgb_cache[best[0]])
@@ -211,6 +218,16 @@ def _nearest(path: str, times: np.ndarray, targets: np.ndarray, period: float) -
     left = right - 1
     take_left = np.abs(targets - times[left]) <= np.abs(times[right] - targets)
     return np.where(take_left, left, right).astype(np.int64)
+
+
+def _check_gap(path: str, got: np.ndarray, wanted: np.ndarray, period: float) -> None:
+    """Each returned frame must start within half a frame period of the time asked for:
+    otherwise the frame there is missing and a neighbour would silently stand in for it."""
+    off = np.abs(got - wanted) > period / 2
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        raise VideoError(path, f"no frame at {wanted[i]:.4f}s (nearest starts at {got[i]:.4f}s, frame period "
+                               f"{period:.4f}s): a frame is missing from the video")
 
 
 def _file_key(path: str) -> tuple[str, int, int]:
