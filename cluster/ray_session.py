@@ -1,7 +1,8 @@
 """How the pipeline gets a Ray cluster: join one that exists, or start a private loopback one.
 
 `cfg.cluster.address` (or `$RAY_ADDRESS`) names an existing cluster to join. Otherwise
-an embedded single-node cluster is started bound to 127.0.0.1 with the dashboard off.
+an embedded single-node cluster is started bound to 127.0.0.1 with the dashboard off,
+always a new one (`address="local"`): a stray cluster on the machine is never joined.
 A fresh local cluster enables token auth; since this one is reachable only over
 loopback and lives only as long as this process, auth is disabled for it alone.
 On Linux Ray rewrites a 127.0.0.1 node address to the host's outward IP unless
@@ -47,6 +48,7 @@ def ray_session(cfg: ClusterConfig) -> Iterator[dict]:
         os.environ["RAY_AUTH_MODE"] = "disabled"  # loopback-only, process-lifetime cluster
         _keep_loopback()
         ray.init(
+            address="local",  # always a new private cluster, never one whose address file another left behind
             _node_ip_address=cfg.node_ip or "127.0.0.1",
             include_dashboard=False,
             num_cpus=cfg.num_cpus or os.cpu_count(),
