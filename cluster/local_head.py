@@ -129,22 +129,22 @@ def start(temp_dir: Path, home: Path, ports: HeadPorts, num_cpus: int, timeout: 
     server_dir = home / "mlflow-server"
     (server_dir / "artifacts").mkdir(parents=True, exist_ok=True)
     env = _head_env(home, ports)
-    log = open(temp_dir / "local_head.log", "w")
-    mlflow = subprocess.Popen(
-        [_tool("mlflow"), "server", "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}",
-         "--artifacts-destination", str(server_dir / "artifacts"), "--host", "127.0.0.1",
-         "--port", str(ports.mlflow), "--workers", "1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    head = subprocess.Popen(
-        [_tool("ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
-         f"--port={ports.gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={ports.dashboard}",
-         f"--dashboard-agent-listen-port={ports.dashboard_agent_listen}",
-         f"--dashboard-agent-grpc-port={ports.dashboard_agent_grpc}", f"--metrics-export-port={ports.metrics_export}",
-         f"--runtime-env-agent-port={ports.runtime_env_agent}", f"--node-manager-port={ports.node_manager}",
-         f"--object-manager-port={ports.object_manager}", f"--ray-client-server-port={ports.ray_client_server}",
-         f"--min-worker-port={ports.min_worker}", f"--max-worker-port={ports.max_worker}",
-         f"--num-cpus={num_cpus or os.cpu_count()}", "--disable-usage-stats"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(temp_dir / "local_head.log", "w") as log:  # the children keep their own copy of it
+        mlflow = subprocess.Popen(
+            [_tool("mlflow"), "server", "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}",
+             "--artifacts-destination", str(server_dir / "artifacts"), "--host", "127.0.0.1",
+             "--port", str(ports.mlflow), "--workers", "1"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        head = subprocess.Popen(
+            [_tool("ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
+             f"--port={ports.gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={ports.dashboard}",
+             f"--dashboard-agent-listen-port={ports.dashboard_agent_listen}",
+             f"--dashboard-agent-grpc-port={ports.dashboard_agent_grpc}", f"--metrics-export-port={ports.metrics_export}",
+             f"--runtime-env-agent-port={ports.runtime_env_agent}", f"--node-manager-port={ports.node_manager}",
+             f"--object-manager-port={ports.object_manager}", f"--ray-client-server-port={ports.ray_client_server}",
+             f"--min-worker-port={ports.min_worker}", f"--max-worker-port={ports.max_worker}",
+             f"--num-cpus={num_cpus or os.cpu_count()}", "--disable-usage-stats"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     state = {"temp_dir": str(temp_dir), "home": str(home), "ports": asdict(ports),
              "pids": {"ray start": head.pid, "mlflow server": mlflow.pid}}
     state_file.write_text(json.dumps(state, indent=1))
@@ -169,9 +169,11 @@ def _owned(state: dict) -> list[psutil.Process]:
             found.update({p.pid: p for p in [proc, *proc.children(recursive=True)]})
         except psutil.NoSuchProcess:
             pass
+    me = psutil.Process()
+    callers = {me.pid, *(p.pid for p in me.parents())}  # this command names the temp dir too
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if any(state["temp_dir"] in part for part in proc.info["cmdline"] or []):
+            if proc.pid not in callers and any(state["temp_dir"] in part for part in proc.info["cmdline"] or []):
                 found[proc.pid] = proc
         except psutil.Error:
             pass
