@@ -57,9 +57,6 @@ class HeadPorts:
     max_worker: int = 52599
     mlflow: int = 5000
 
-    def single(self) -> dict[str, int]:
-        return {k: v for k, v in asdict(self).items() if k not in ("min_worker", "max_worker")}
-
 
 def _tool(name: str) -> str:
     return str(BIN / name) if (BIN / name).exists() else name

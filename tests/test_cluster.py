@@ -1,4 +1,4 @@
-"""Running on a Ray cluster: the multi-node recipes, a real two-node run, and `ray job submit`.
+"""Running on a Ray cluster: the multi-node recipes and a real two-node run (`ray job submit`: test_jobs.py).
 
 The two-node cluster is real: two `ray start` nodes on 127.0.0.1, 1 CPU each,
 so the cache's decode and encode work cannot fit on one node and must spread.
