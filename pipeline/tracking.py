@@ -39,13 +39,18 @@ def setup(cfg: Config) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    from pipeline.model_card import tag_experiment
+
     found = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     if found is not None:
+        tag_experiment(MlflowClient(), found.experiment_id)
         return found.experiment_id
     artifacts = None
     if _is_embedded(uri):
         artifacts = (mlflow_dir(cfg) / "artifacts").as_uri()
-    return mlflow.create_experiment(cfg.tracking.experiment, artifact_location=artifacts)
+    experiment_id = mlflow.create_experiment(cfg.tracking.experiment, artifact_location=artifacts)
+    tag_experiment(MlflowClient(), experiment_id)
+    return experiment_id
 
 
 def ui_command(cfg: Config) -> str:

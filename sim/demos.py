@@ -19,10 +19,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from pipeline.config import Config, DemoConfig
 from pipeline.console import console
+from pipeline.logged_progress import LoggedProgress
 from pipeline.workdir import demo_dataset_dir
 from sim.demo_recorder import Episode, EpisodeRecorder, episode_seed, record_episode, worker_count
 from sim.lerobot_writer import LeRobotV3Writer
@@ -129,7 +130,7 @@ def _record_all(demo: DemoConfig, writer: LeRobotV3Writer, show_progress: bool) 
     episodes = frames = attempts = 0
     workers = worker_count(demo)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with (Progress(*columns, console=console, disable=not show_progress, transient=False) as progress,
+    with (LoggedProgress(*columns, console=console, disable=not show_progress, transient=False) as progress,
           EpisodeRecorder(demo, workers) as recorder):
         bar = progress.add_task(f"demo episodes ({workers} worker{'s' * (workers > 1)})", total=total)
         recorder.expect([(t, a) for t, task in enumerate(demo.tasks) for a in range(demo.episodes(task))])
