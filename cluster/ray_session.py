@@ -12,6 +12,7 @@ Whatever this context started, it shuts down; a joined cluster is left running.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,7 +44,9 @@ def ray_session(cfg: ClusterConfig) -> Iterator[dict]:
     if address:
         if address.split(":")[0] in ("127.0.0.1", "localhost"):
             _keep_loopback()  # a cluster on this machine's loopback: the driver must use it too
-        ray.init(address=address, log_to_driver=False)
+        # Ray's own INFO lines and its workers' output stay out of the pipeline's output: they are in the
+        # session's log directory and the dashboard (README, "Run on a Ray cluster")
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     else:
         os.environ["RAY_AUTH_MODE"] = "disabled"  # loopback-only, process-lifetime cluster
         _keep_loopback()

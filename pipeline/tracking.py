@@ -7,6 +7,7 @@ artifact folder), viewable with the `mlflow ui` command printed by
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -16,9 +17,14 @@ from pipeline.workdir import mlflow_dir
 # No telemetry from a training job: these machines (and many clusters) have no route out.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# A download bar per model load is noise in a job's log (set it to true to see it again).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
+
+# "Waiting up to 300 seconds for model version to finish creation" at every registration
+logging.getLogger("mlflow.store.model_registry.abstract_store").setLevel(logging.WARNING)
 
 
 def tracking_uri(cfg: Config) -> str:

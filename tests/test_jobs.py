@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 from mlflow import MlflowClient
+from mlflow.models import Model
 
 from loopback_cluster import REPO, VENV_BIN, base_env, free_port
 from tiny import RUN
@@ -97,6 +98,19 @@ def test_two_submitted_jobs_share_one_cache_and_one_mlflow_experiment(tmp_path):
         assert {r.info.status for r in runs} == {"FINISHED"}
         assert {r.data.tags["lightwam.cache_fingerprint"] for r in runs} == {caches[0].name}
         assert (home / "mlflow-server" / "mlflow.db").is_file()
+
+        # the UI opens the experiment on its training runs; each version says what it is and how it did
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        for run in runs:
+            version = client.search_model_versions(f"run_id = '{run.info.run_id}'")[0]
+            assert f"cache {caches[0].name}" in version.description and "Closed-loop success" in version.description
+            assert version.tags["cache_fingerprint"] == caches[0].name and "eval_success_mean" in version.tags
+            mlmodel = Model.load(client.download_artifacts(run.info.run_id, "policy/MLmodel", str(tmp_path)))
+            assert mlmodel.signature.outputs.input_names() == ["actions"]
+
+        # a job's log reads as lines: nothing wrapped, no Ray connection chatter
+        assert "models:/light-wam/1 (also models:/light-wam@latest)" in first
+        assert "Connecting to existing Ray cluster" not in first
     finally:
         stopped = subprocess.run([sys.executable, "-m", "cluster.local_head", "stop", "--temp-dir", str(temp)],
                                  env=base_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
