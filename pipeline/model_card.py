@@ -18,7 +18,6 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
-from mlflow.types.schema import ColSpec
 
 from pipeline.config import Config
 
@@ -34,14 +33,15 @@ def tag_experiment(client: MlflowClient, experiment_id: str) -> None:
 
 
 def signature(cfg: Config, cameras: int) -> ModelSignature:
-    """One control step: the current frame (cameras side by side, in [-1, 1]), raw state, instruction -> chunk."""
+    """Per control step: the current frame (cameras side by side, in [-1, 1]), raw state, instruction -> chunk."""
     height, width = cfg.cache.image_height, cfg.cache.image_width * cameras
     inputs = Schema([
-        TensorSpec(np.dtype(np.float32), (3, height, width), "pixels"),
-        TensorSpec(np.dtype(np.float32), (cfg.model.proprio_dim,), "state"),
-        ColSpec("string", "task"),
+        TensorSpec(np.dtype(np.float32), (-1, 3, height, width), "pixels"),
+        TensorSpec(np.dtype(np.float32), (-1, cfg.model.proprio_dim), "state"),
+        TensorSpec(np.dtype(object), (-1,), "task"),  # the instruction, one of the tasks trained on
     ])
-    outputs = Schema([TensorSpec(np.dtype(np.float32), (cfg.model.action_horizon, cfg.model.action_dim), "actions")])
+    outputs = Schema([TensorSpec(np.dtype(np.float32), (-1, cfg.model.action_horizon, cfg.model.action_dim),
+                                 "actions")])
     return ModelSignature(inputs, outputs)
 
 
