@@ -42,19 +42,20 @@ STATE = "local_head.json"
 
 @dataclass
 class HeadPorts:
-    """Every port the head and the MLflow server listen on (Ray's defaults are avoided on purpose)."""
+    """Every port the head and the MLflow server listen on: not Ray's defaults, and below the kernel's
+    ephemeral range (32768+), where any outgoing connection may hold a port for a while."""
 
     gcs: int = 6390
     dashboard: int = 8275
-    dashboard_agent_listen: int = 52375
-    dashboard_agent_grpc: int = 52376
-    metrics_export: int = 52377
-    runtime_env_agent: int = 52378
-    node_manager: int = 52379
-    object_manager: int = 52380
+    dashboard_agent_listen: int = 20375
+    dashboard_agent_grpc: int = 20376
+    metrics_export: int = 20377
+    runtime_env_agent: int = 20378
+    node_manager: int = 20379
+    object_manager: int = 20380
     ray_client_server: int = 10011
-    min_worker: int = 52400
-    max_worker: int = 52599
+    min_worker: int = 20400
+    max_worker: int = 20599
     mlflow: int = 5000
 
 
