@@ -53,7 +53,7 @@ class HeadPorts:
     runtime_env_agent: int = 20378
     node_manager: int = 20379
     object_manager: int = 20380
-    ray_client_server: int = 10011
+    ray_client_server: int = 20381
     min_worker: int = 20400
     max_worker: int = 20599
     mlflow: int = 5000
