@@ -25,6 +25,8 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
+from pipeline.model_card import UI_TRAINING_MODE
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -65,7 +67,7 @@ def mlflow_ui(tracking_uri: str):
         ui.wait(timeout=30)
 
 
-def screenshot(chromium: str, url: str, out: Path, size: str = "1600,1000", wait_ms: int = 20000) -> Path:
+def screenshot(chromium: str, url: str, out: Path, size: str = "1600,1400", wait_ms: int = 60000) -> Path:
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                         f"--user-data-dir={profile}", f"--window-size={size}", f"--virtual-time-budget={wait_ms}",
@@ -83,15 +85,15 @@ def pages(client: MlflowClient, base: str, experiment: str, model: str) -> dict[
         raise SystemExit(f"experiment {experiment!r} has no runs")
     eid, ids = exp.experiment_id, [r.info.run_id for r in runs]
     urls = {
-        "runs_table": f"{base}/#/experiments/{eid}/runs",
-        "run_charts": f"{base}/#/experiments/{eid}/runs/{ids[0]}/model-metrics",
+        "runs_table": f"{base}/#/experiments/{eid}/runs?{UI_TRAINING_MODE}",
+        "run_charts": f"{base}/#/experiments/{eid}/runs/{ids[0]}/model-metrics?{UI_TRAINING_MODE}",
         "compare": f"{base}/#/compare-runs?runs={urllib.parse.quote(json.dumps(ids))}"
-                   f"&experiments={urllib.parse.quote(json.dumps([eid]))}",
+                   f"&experiments={urllib.parse.quote(json.dumps([eid]))}&{UI_TRAINING_MODE}",
     }
     versions = client.search_model_versions(f"name = '{model}'")
     if versions:
         newest = max(int(v.version) for v in versions)
-        urls["model_version"] = f"{base}/#/models/{model}/versions/{newest}"
+        urls["model_version"] = f"{base}/#/models/{model}/versions/{newest}?{UI_TRAINING_MODE}"
     return urls
 
 

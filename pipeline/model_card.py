@@ -6,7 +6,8 @@ training runs. A registered version gets a signature (an `MLmodel` file next
 to the policy bundle: observation in, action chunk out), a description naming
 its run, cache fingerprint and, once evaluated, its success rate, and tags the
 registry can filter on. Which metric and parameter columns the runs table
-shows, and its grouping, stay per-user settings of the UI.
+shows, its grouping, and the UI's GenAI / Model training switch stay per-user
+settings of the browser; links with `UI_TRAINING_MODE` open the latter.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from pipeline.config import Config
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# The UI's switch between its "GenAI" (default) and "Model training" modes is kept in the browser; a link
+# with this query opens the second one, and the UI remembers it.
+UI_TRAINING_MODE = "workflowType=machine_learning"
 
 
 def tag_experiment(client: MlflowClient, experiment_id: str) -> None:

@@ -59,11 +59,21 @@ def setup(cfg: Config) -> str:
     return experiment_id
 
 
+def runs_page(base: str, cfg: Config) -> str:
+    """The experiment's runs table in the UI's "Model training" mode (the UI's own default is GenAI)."""
+    from pipeline.model_card import UI_TRAINING_MODE
+
+    found = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    path = f"#/experiments/{found.experiment_id}/runs" if found is not None else "#/experiments"
+    return f"{base.rstrip('/')}/{path}?{UI_TRAINING_MODE}"
+
+
 def ui_command(cfg: Config) -> str:
     uri = tracking_uri(cfg)
     if not _is_embedded(uri):
-        return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+        return f"open {runs_page(uri, cfg)}"
+    return (f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, "
+            f"then open {runs_page('http://127.0.0.1:5000', cfg)}")
 
 
 def register_checkpoint(cfg: Config, run_id: str, artifact_path: str) -> str:
