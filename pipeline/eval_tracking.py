@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
+from pipeline.model_card import record_evaluation
 from pipeline.tracking import resolve_model
 
 SUCCESS_MEAN = "eval/success_mean"
@@ -110,6 +111,8 @@ def log_results(ref: ModelRef, summary: dict[str, Any], out_dir: Path, prefix: s
     for i in range(0, len(metrics), 500):
         client.log_batch(ref.run_id, metrics=metrics[i:i + 500])
     client.log_artifact(ref.run_id, str(out_dir / "results.json"), prefix)
+    if prefix == "eval" and ref.name and ref.version:
+        record_evaluation(ref.name, ref.version, summary)
     videos = out_dir / "videos"
     if videos.is_dir() and any(videos.iterdir()):
         client.log_artifacts(ref.run_id, str(videos), f"{prefix}/videos")

@@ -20,13 +20,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipeline.cli import parse_or_exit
 from model.policy import camera_name
 from pipeline.config import Config
 from pipeline.console import console
+from pipeline.logged_progress import LoggedProgress
 from pipeline.workdir import demo_dataset_dir, workdir
 from sim.config import EvalLayouts, SimEnv
 from sim.evaluation import evaluate, plan_episodes
@@ -121,7 +122,7 @@ def run(cfg: Config, policy: ChunkPolicy, episodes: list[EpisodeSpec], settings:
         from cluster.ray_session import ray_session
 
         session = ray_session(cfg.cluster)
-    with session, Progress(*columns, console=console, disable=not show_progress) as progress:
+    with session, LoggedProgress(*columns, console=console, disable=not show_progress) as progress:
         bar = progress.add_task("evaluation", total=len(episodes), ok=0)
         done = {"ok": 0}
 

@@ -19,12 +19,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipeline.cli import parse_or_exit, to_flat_dict
 from pipeline.config import Config
 from pipeline.console import console
+from pipeline.logged_progress import LoggedProgress
 from pipeline.workdir import cache_root, demo_dataset_dir
 from model.vae import compression
 from stages.build_time import built_at, reused_message
@@ -57,7 +58,7 @@ def dataset_root(cfg: Config) -> Path:
         return Path(cfg.data.path).expanduser().resolve()
     from sim.demos import ensure_demo_dataset
 
-    return ensure_demo_dataset(cfg.demo, demo_dataset_dir(cfg))
+    return ensure_demo_dataset(cfg.demo, demo_dataset_dir(cfg), progress_cls=LoggedProgress)
 
 
 def open_reader(cfg: Config, root: Path | None = None):
@@ -106,7 +107,7 @@ def run_pipeline(cfg: Config, root: Path, cache_dir: Path, cameras: list[str], t
 
     columns = [TextColumn("[bold]cache"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=False) as progress:
+    with LoggedProgress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("cache", total=total_samples, rate="")
         start = time.perf_counter()
         for row in ds.iter_rows():

@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.evaluate import evaluate_model
     from pipeline.preprocess import dataset_root, preprocess, print_summary
     from pipeline.train import train
+    from pipeline.workdir import workdir
 
+    cfg.workdir = str(workdir(cfg))  # absolute and stable (pipeline.output_paths), the same for every worker
     console.rule(f"Light-WAM pipeline (preset {cfg.preset}, workdir {cfg.workdir})")
     times: dict[str, float] = {}
     start = time.perf_counter()

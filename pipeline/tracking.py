@@ -7,6 +7,7 @@ artifact folder), viewable with the `mlflow ui` command printed by
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -16,9 +17,14 @@ from pipeline.workdir import mlflow_dir
 # No telemetry from a training job: these machines (and many clusters) have no route out.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# A download bar per model load is noise in a job's log (set it to true to see it again).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
+
+# "Waiting up to 300 seconds for model version to finish creation" at every registration
+logging.getLogger("mlflow.store.model_registry.abstract_store").setLevel(logging.WARNING)
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -39,20 +45,35 @@ def setup(cfg: Config) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    from pipeline.model_card import tag_experiment
+
     found = mlflow.get_experiment_by_name(cfg.tracking.experiment)
     if found is not None:
+        tag_experiment(MlflowClient(), found.experiment_id)
         return found.experiment_id
     artifacts = None
     if _is_embedded(uri):
         artifacts = (mlflow_dir(cfg) / "artifacts").as_uri()
-    return mlflow.create_experiment(cfg.tracking.experiment, artifact_location=artifacts)
+    experiment_id = mlflow.create_experiment(cfg.tracking.experiment, artifact_location=artifacts)
+    tag_experiment(MlflowClient(), experiment_id)
+    return experiment_id
+
+
+def runs_page(base: str, cfg: Config) -> str:
+    """The experiment's runs table in the UI's "Model training" mode (the UI's own default is GenAI)."""
+    from pipeline.model_card import UI_TRAINING_MODE
+
+    found = mlflow.get_experiment_by_name(cfg.tracking.experiment)
+    path = f"#/experiments/{found.experiment_id}/runs" if found is not None else "#/experiments"
+    return f"{base.rstrip('/')}/{path}?{UI_TRAINING_MODE}"
 
 
 def ui_command(cfg: Config) -> str:
     uri = tracking_uri(cfg)
     if not _is_embedded(uri):
-        return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+        return f"open {runs_page(uri, cfg)}"
+    return (f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, "
+            f"then open {runs_page('http://127.0.0.1:5000', cfg)}")
 
 
 def register_checkpoint(cfg: Config, run_id: str, artifact_path: str) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import Config
+from pipeline.output_paths import output_path
 
 
 def workdir(cfg: Config) -> Path:
-    return Path(cfg.workdir).expanduser().resolve()
+    return output_path(cfg.workdir, "workdir")
 
 
 def demo_dataset_dir(cfg: Config) -> Path:
@@ -16,7 +17,7 @@ def demo_dataset_dir(cfg: Config) -> Path:
 
 
 def cache_root(cfg: Config) -> Path:
-    return Path(cfg.cache.root).expanduser().resolve() if cfg.cache.root else workdir(cfg) / "cache"
+    return output_path(cfg.cache.root, "cache.root") if cfg.cache.root else workdir(cfg) / "cache"
 
 
 def mlflow_dir(cfg: Config) -> Path:
@@ -24,4 +25,4 @@ def mlflow_dir(cfg: Config) -> Path:
 
 
 def ray_storage(cfg: Config) -> Path:
-    return Path(cfg.cluster.storage).expanduser().resolve() if cfg.cluster.storage else workdir(cfg) / "ray_results"
+    return output_path(cfg.cluster.storage, "cluster.storage") if cfg.cluster.storage else workdir(cfg) / "ray_results"

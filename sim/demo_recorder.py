@@ -9,6 +9,7 @@ the same whatever the number of workers.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 from collections import deque
@@ -73,6 +74,7 @@ class _Simulators:
     def __init__(self) -> None:
         self.task: str | None = None
         self.env: MetaWorldEnv | None = None
+        self.closes_at_exit = False
 
     def record(self, demo: DemoConfig, key: Key) -> Episode:
         from sim.metaworld_env import MetaWorldEnv
@@ -95,7 +97,13 @@ _WORKER_SIMULATORS = _Simulators()  # per worker process
 
 
 def _record_in_worker(demo: DemoConfig, key: Key) -> Episode:
-    return _WORKER_SIMULATORS.record(demo, key)
+    episode = _WORKER_SIMULATORS.record(demo, key)
+    if not _WORKER_SIMULATORS.closes_at_exit:
+        # registered after mujoco's own EGL teardown, so it runs before it (atexit is last in, first out):
+        # the renderer is released while EGL still exists, instead of an EGLError traceback at exit
+        atexit.register(_WORKER_SIMULATORS.close)
+        _WORKER_SIMULATORS.closes_at_exit = True
+    return episode
 
 
 def worker_count(demo: DemoConfig) -> int:

@@ -63,8 +63,10 @@ def _demo_dict(demo: DemoConfig) -> dict:
     return fields
 
 
-def generate(demo: DemoConfig, out: Path, show_progress: bool = True) -> DemoSummary:
-    """Generate the dataset described by `demo` into `out` (replaced if it holds an older demo dataset)."""
+def generate(demo: DemoConfig, out: Path, show_progress: bool = True, progress_cls: type = Progress) -> DemoSummary:
+    """Generate the dataset described by `demo` into `out` (replaced if it holds an older demo dataset).
+
+    `progress_cls`: a rich `Progress` (sub)class, e.g. one that also prints plain lines outside a terminal."""
     out = Path(out).expanduser().resolve()
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise DemoError(f"refusing to overwrite {out}: it exists and is not a demo dataset")
@@ -79,7 +81,7 @@ def generate(demo: DemoConfig, out: Path, show_progress: bool = True) -> DemoSum
     try:
         writer = LeRobotV3Writer(tmp, demo.fps, demo.cameras, demo.width, demo.height, demo.codec,
                                  robot_type="sawyer", state_names=STATE_NAMES, action_names=ACTION_NAMES)
-        episodes, frames, attempts = _record_all(demo, writer, show_progress)
+        episodes, frames, attempts = _record_all(demo, writer, show_progress, progress_cls)
         writer.finish()
         (tmp / MARKER).write_text(json.dumps({"hash": demo_config_hash(demo), "demo": _demo_dict(demo)}, indent=2))
         if out.exists():
@@ -115,13 +117,14 @@ def _validate(demo: DemoConfig) -> None:
         raise DemoError("; ".join(problems))
 
 
-def _record_all(demo: DemoConfig, writer: LeRobotV3Writer, show_progress: bool) -> tuple[int, int, int]:
+def _record_all(demo: DemoConfig, writer: LeRobotV3Writer, show_progress: bool,
+                progress_cls: type) -> tuple[int, int, int]:
     """Episodes in task order, attempts in order, failed layouts redrawn: the same dataset for any worker count."""
     total = demo.episodes_per_task * len(demo.tasks)
     episodes = frames = attempts = 0
     workers = worker_count(demo)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with (Progress(*columns, console=get_console(), disable=not show_progress, transient=False) as progress,
+    with (progress_cls(*columns, console=get_console(), disable=not show_progress, transient=False) as progress,
           EpisodeRecorder(demo, workers) as recorder):
         bar = progress.add_task(f"demo episodes ({workers} worker{'s' * (workers > 1)})", total=total)
         recorder.expect([(t, a) for t in range(len(demo.tasks)) for a in range(demo.episodes_per_task)])
@@ -147,12 +150,12 @@ def _record_all(demo: DemoConfig, writer: LeRobotV3Writer, show_progress: bool) 
     return episodes, frames, attempts
 
 
-def ensure_demo_dataset(demo: DemoConfig, out: Path) -> Path:
+def ensure_demo_dataset(demo: DemoConfig, out: Path, progress_cls: type = Progress) -> Path:
     """The demo dataset for `demo` at `out`, generated only if no complete one with the same config is there."""
     marker = Path(out) / MARKER
     if marker.exists() and json.loads(marker.read_text()).get("hash") == demo_config_hash(demo):
         return Path(out)
-    summary = generate(demo, Path(out))
+    summary = generate(demo, Path(out), progress_cls=progress_cls)
     print_summary(summary)
     return Path(out)
 

@@ -1,4 +1,4 @@
-"""Running on a Ray cluster: the multi-node recipes, a real two-node run, and `ray job submit`.
+"""Running on a Ray cluster: the multi-node recipes and a real two-node run (`ray job submit`: test_jobs.py).
 
 The two-node cluster is real: two `ray start` nodes on 127.0.0.1, 1 CPU each,
 so the cache's decode and encode work cannot fit on one node and must spread.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from loopback_cluster import REPO, LoopbackCluster, base_env
 from pipeline.cli import load_config
 from pipeline.preprocess import preprocess
 from stages.manifest import read_manifest, validate_shards
-from tiny import CACHE, run_args
+from tiny import CACHE
 
 CLUSTER = REPO / "cluster"
 
@@ -84,26 +83,3 @@ def test_cache_built_on_two_nodes_equals_the_single_node_cache(two_nodes, ray_cl
     assert multi["fingerprint"] == single.fingerprint
     assert multi["shards"] == single.manifest["shards"]  # file names, sample counts, sizes, sha256s
     assert set(single.manifest["nodes"]) == set(multi["nodes"])  # provenance is kept, but not in the identity
-
-
-def test_ray_job_submit_runs_the_pipeline(two_nodes, tmp_path):
-    """The README's command: `ray job submit --working-dir . -- python -m pipeline.run`, tiny overrides."""
-    env = base_env(RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2")
-    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", two_nodes.dashboard,
-           "--working-dir", ".", "--", "python", "-m", "pipeline.run", *run_args(tmp_path / "work")]
-    out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
-    log = out.stdout + out.stderr
-    assert out.returncode == 0 and "succeeded" in log, log[-5000:]
-    assert "summary" in log and "success" in log and "models:/light-wam/1" in log
-
-    # the job ran from the uploaded working dir, which left out what .gitignore names
-    packages = list((two_nodes.root / "node_a").glob("session_*/runtime_resources/working_dir_files/_ray_pkg_*"))
-    packages = [p for p in packages if p.is_dir()]
-    assert packages and (packages[0] / "pipeline" / "run.py").is_file()
-    for ignored in (".venv", ".git", "light_wam.egg-info", "work"):
-        assert not (packages[0] / ignored).exists(), ignored
-
-    # the run landed in the workdir the job was given: a finished MLflow run and a registered model
-    with sqlite3.connect(tmp_path / "work" / "mlflow" / "mlflow.db") as db:
-        assert db.execute("select status from runs").fetchall() == [("FINISHED",)]
-        assert db.execute("select name, version from model_versions").fetchall() == [("light-wam", 1)]

@@ -24,6 +24,7 @@ from pipeline.train.allocator import worker_env
 from pipeline.cli import parse_or_exit, to_flat_dict, to_yaml
 from pipeline.config import Config
 from pipeline.console import console
+from pipeline.model_card import describe_version, write_signature
 from pipeline.policy_bundle import write_bundle
 from pipeline.preprocess import open_cache_for
 from pipeline.train.progress import TrainingProgress
@@ -134,8 +135,10 @@ def train(cfg: Config, cache: CacheHandle | None = None) -> TrainResult:
         # The policy bundle: weights + what inference needs (stats, text embeddings, VAE identity).
         with result.checkpoint.as_directory() as ckpt, tempfile.TemporaryDirectory() as tmp:
             bundle = write_bundle(Path(tmp) / "policy", Path(ckpt) / "model.safetensors", cfg, cache)
+            write_signature(bundle, cfg, len(cache.manifest["identity"]["data.cameras"]), run_id)
             mlflow.log_artifacts(str(bundle), "policy")
         version = tracking.register_checkpoint(cfg, run_id, "policy")
+        describe_version(cfg, version, run_id, name, cache.fingerprint)
         metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
     model_uri = f"models:/{cfg.tracking.registered_model}/{version}"
     console.print(f"train: finished: MLflow run {run_id}, registered {model_uri} "

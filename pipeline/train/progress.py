@@ -10,18 +10,19 @@ from __future__ import annotations
 import threading
 
 from mlflow import MlflowClient
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from pipeline.console import console
+from pipeline.logged_progress import LoggedProgress
 
 
 class TrainingProgress:
     def __init__(self, run_id: str, steps: int, every_s: float = 2.0) -> None:
         self.run_id, self.steps, self.every_s = run_id, steps, every_s
         self._stop = threading.Event()
-        self._progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        self._progress = LoggedProgress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                                   TimeElapsedColumn(), console=console, transient=False)
-        self._task = self._progress.add_task("steps", total=steps, info="starting workers")
+        self._task = self._progress.add_task("train steps", total=steps, info="starting workers")
 
     def _poll(self) -> None:
         client = MlflowClient()
