@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev,libero]'
+	$(PY) -m pip install -q --no-deps openpi-client  # pins numpy<2; its real imports are in the dev extra
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
 
+from pipeline.serve_config import ServeConfig
+
 
 class Codec(str, Enum):
     h264 = "h264"
@@ -303,3 +305,4 @@ class Config:
     dagger: DaggerConfig = field(default_factory=DaggerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
