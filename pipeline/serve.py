@@ -72,10 +72,11 @@ class Stats:
         self.requests = self.errors = self.connections = 0
 
     def summary(self) -> str:
-        lat = np.asarray(self.latencies_ms or [float("nan")])
-        line = (f"{len(self.latencies_ms)} request(s), {self.errors} error(s) since last summary; "
-                f"latency p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms; "
-                f"{self.connections} client(s) connected, {self.requests} request(s) served in total")
+        line = f"{len(self.latencies_ms)} request(s), {self.errors} error(s) since last summary"
+        if self.latencies_ms:
+            p50, p99 = np.percentile(self.latencies_ms, [50, 99])
+            line += f"; latency p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        line += f"; {self.connections} client(s) connected, {self.requests} request(s) served in total"
         self.latencies_ms, self.errors = [], 0
         return line
 

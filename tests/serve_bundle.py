@@ -30,22 +30,31 @@ ACTION_RANGE = {"min": [-1.0] * 4, "max": [1.0] * 4}
 
 
 def tiny_bundle(out: Path, seed: int = 0) -> Path:
-    cfg = load_config(CONFIG)[0]
+    return random_bundle(out, CONFIG, seed)
+
+
+def random_bundle(out: Path, overrides: list[str], seed: int = 0) -> Path:
+    """A bundle for `load_config(overrides)` (its model, cache geometry, cameras), knowing the reach-v3 instruction."""
+    cfg = load_config(overrides)[0]
     torch.manual_seed(seed)
     model = build_model(cfg.model)
     with torch.no_grad():  # LoRA B and some heads start at zero: perturb so actions depend on every input
+        params = dict(model.named_parameters())
         for name in model.trainable_names:
-            param = dict(model.named_parameters())[name]
-            param.add_(torch.randn_like(param) * 0.05)
+            params[name].add_(torch.randn_like(params[name]) * 0.05)
     model_file = save_checkpoint(model, out.parent / f"{out.name}-model.safetensors")
     instruction = instruction_for(TASK)
     emb, mask = PromptEncoder(cfg.cache.text).encode([prompt_for(cfg.cache.text, instruction)])
     manifest = {
         "text_keys": {instruction: "task0"},
-        "identity": {"data.cameras": [VIDEO_PREFIX + c for c in cfg.demo.cameras], "cache.current_frame_scale": 1},
+        "identity": {"data.cameras": [VIDEO_PREFIX + c for c in cfg.demo.cameras],
+                     "cache.current_frame_scale": cfg.cache.current_frame_scale},
         "fingerprint": f"serve-test-{seed}",
         "vae": {"weights_sha256": vae_identity(build_vae(cfg.cache.vae))["weights_sha256"]},
     }
-    cache = CacheHandle(out.parent, manifest, [], {"proprio": STATE_RANGE, "actions": ACTION_RANGE},
+    p, a = cfg.model.proprio_dim, cfg.model.action_dim
+    stats = {"proprio": STATE_RANGE if p == 4 else {"min": [-1.0] * p, "max": [1.0] * p},
+             "actions": ACTION_RANGE if a == 4 else {"min": [-1.0] * a, "max": [1.0] * a}}
+    cache = CacheHandle(out.parent, manifest, [], stats,
                         {"task0": (emb[0], mask[0])})
     return write_bundle(out, model_file, cfg, cache)

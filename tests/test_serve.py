@@ -275,6 +275,31 @@ def test_network_bind_needs_a_key_or_insecure(bundle, tmp_path, monkeypatch, cap
     assert "insecure" in caplog.text
 
 
+def test_closed_loop_metaworld_through_the_server_matches_in_process(bundle, loaded):
+    """The robot loop over the wire (`eval.via_server`): the same episodes, state by state, as in process.
+
+    On a server with the default idle timeout: simulating a chunk may take longer than the module server's 2 s.
+    """
+    from pipeline.serve_client import ServerPolicy
+    from sim.evaluation import evaluate, plan_episodes
+    from sim.policies import BundlePolicy
+    from sim.rollout import EnvSpec, LoopSettings
+
+    env = EnvSpec("metaworld", "metaworld", "reach-v3", ("corner", "gripperPOV"), 32, 32, max_steps=16)
+    plan = plan_episodes([env], 1, 1000, 0)
+    settings = LoopSettings(32, 32, replan_every=4, record_trace=True)  # trace: every state the robot visited
+    _, local = evaluate(plan, BundlePolicy(loaded), settings, num_workers=0)
+    cfg = load_config([f"serve.model={bundle}", "serve.port=0", "serve.warmup=false"])[0]
+    with in_thread(PolicyServer(cfg.serve, describe(loaded, cfg, {"model": str(bundle)}))) as port:
+        _, remote = evaluate(plan, ServerPolicy(f"ws://127.0.0.1:{port}"), settings, num_workers=0)
+    assert [(r.seed, r.success, r.steps) for r in remote] == [(r.seed, r.success, r.steps) for r in local]
+    for a, b in zip(local, remote):
+        np.testing.assert_allclose(b.trace.states, a.trace.states, atol=1e-5)
+        assert np.ptp(a.trace.states[:, :3], axis=0).max() > 1e-3  # the policy really moved the arm
+    with pytest.raises(ValueError, match="cannot use the policy server"):
+        ServerPolicy("ws://127.0.0.1:1")  # nothing listens on port 1
+
+
 def test_sigterm_stops_cleanly_having_written_nothing(server):
     """Last, on the module's server: after every test above, a clean exit and no file but its log."""
     assert server.stop() == 0, server.log
