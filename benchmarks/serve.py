@@ -121,6 +121,23 @@ def machine() -> str:
             f"load avg {os.getloadavg()[0]:.1f}")
 
 
+def report(rows: list[dict], loads: list[float], args: argparse.Namespace) -> None:
+    print(f"\nmachine: {machine()}; load avg after each preset: {', '.join(f'{x:.1f}' for x in loads)}")
+    print(f"batch 1, fp32, {args.requests} requests in process and {args.requests} through the server, alternated; "
+          f"overhead = median of (round trip - in-process) over the pairs; concurrency: {args.seconds:.0f} s per row")
+    head = (f"{'preset':7} {'in-process p50/p99 ms':>22} {'server infer p50 ms':>19} {'round trip p50/p99 ms':>22} "
+            f"{'overhead p50 ms':>15}")
+    print(head + "\n" + "-" * len(head))
+    for r in rows:
+        print(f"{r['preset']:7} {r['local'][0]:>12.1f} / {r['local'][1]:>6.1f} {r['server_infer'][0]:>19.1f} "
+              f"{r['rtt'][0]:>12.1f} / {r['rtt'][1]:>6.1f} {r['overhead']:>15.1f}")
+    head = f"\n{'preset':7} {'clients':>7} {'requests/s':>10} {'round trip p50/p99 ms':>22}"
+    print(head + "\n" + "-" * (len(head) - 1))
+    for r in rows:
+        for n, (rate, p50, p99) in r["throughput"].items():
+            print(f"{r['preset']:7} {n:>7} {rate:>10.1f} {p50:>12.1f} / {p99:>6.1f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="demo,bench")
@@ -152,24 +169,10 @@ def main() -> None:
                     row["throughput"][n] = (rate, *percentiles(times))
                 rows.append(row)
                 loads.append(os.getloadavg()[0])
+                report(rows, loads, args)  # after every preset: a long run interrupted keeps what it measured
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
-
-    print(f"\nmachine: {machine()}; load avg after each preset: {', '.join(f'{x:.1f}' for x in loads)}")
-    print(f"batch 1, fp32, {args.requests} requests in process and {args.requests} through the server, alternated; "
-          f"overhead = median of (round trip - in-process) over the pairs; concurrency: {args.seconds:.0f} s per row")
-    head = (f"{'preset':7} {'in-process p50/p99 ms':>22} {'server infer p50 ms':>19} {'round trip p50/p99 ms':>22} "
-            f"{'overhead p50 ms':>15}")
-    print(head + "\n" + "-" * len(head))
-    for r in rows:
-        print(f"{r['preset']:7} {r['local'][0]:>12.1f} / {r['local'][1]:>6.1f} {r['server_infer'][0]:>19.1f} "
-              f"{r['rtt'][0]:>12.1f} / {r['rtt'][1]:>6.1f} {r['overhead']:>15.1f}")
-    head = f"\n{'preset':7} {'clients':>7} {'requests/s':>10} {'round trip p50/p99 ms':>22}"
-    print(head + "\n" + "-" * (len(head) - 1))
-    for r in rows:
-        for n, (rate, p50, p99) in r["throughput"].items():
-            print(f"{r['preset']:7} {n:>7} {rate:>10.1f} {p50:>12.1f} / {p99:>6.1f}")
 
 
 if __name__ == "__main__":
