@@ -11,6 +11,11 @@ written by the real bundle writer; then
   clients     1, 4 and 16 openpi clients in threads sending back to back for --seconds: requests/s and
               round-trip p50/p99 (one worker owns the model, so requests queue).
 Observations are the preset's render size (64x64 per camera); the server resizes nothing then.
+
+The in-process calls run on one worker thread, as the server runs them. On this shared 2-core machine under
+heavy load, the same call from the main thread of a fresh process was seen taking 1-3 s instead of ~40 ms
+(torch's OpenMP pool, 2 threads) while a worker thread of the same process stayed fast: not understood yet,
+and it would make the comparison meaningless.
 """
 
 from __future__ import annotations
@@ -77,11 +82,12 @@ def paired(served, port: int, size: int, requests: int) -> tuple[list[float], li
     client = WebsocketClientPolicy("127.0.0.1", port)
     obs = observation(client.get_server_metadata(), size, 0)
     local_obs = validate(obs, served.spec)
-    infer(served, local_obs), client.infer(obs)  # warm-up
+    worker = ThreadPoolExecutor(1)  # in process as in the server: on one worker thread (see the module docstring)
+    worker.submit(infer, served, local_obs).result(), client.infer(obs)  # warm-up
     local, rtt, infer_ms = [], [], []
     for _ in range(requests):
         t0 = time.perf_counter()
-        infer(served, local_obs)
+        worker.submit(infer, served, local_obs).result()
         t1 = time.perf_counter()
         reply = client.infer(obs)
         local.append((t1 - t0) * 1000)
