@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,libero]'
+	$(PY) -m pip install -q --no-deps openpi-client==0.1.2  # pins numpy<2; its real imports are in the dev extra
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -15,6 +15,7 @@ from cluster.config import ClusterConfig
 from model.config import ModelConfig
 from sim.config import DemoConfig, EvalConfig
 from stages.config import CacheConfig, DataConfig
+from pipeline.serve_config import ServeConfig
 
 
 class Allocator(str, Enum):
@@ -76,6 +77,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 class ConfigError(ValueError):

@@ -175,7 +175,7 @@ def evaluate_model(cfg: Config, show_progress: bool = True) -> dict[str, Any]:
     missing = sorted({instruction_of(e) for e in envs} - set(info.tasks))
     if missing:
         raise ValueError(f"{cfg.eval.model}: the policy was not trained on {missing}; it knows {sorted(info.tasks)}")
-    loaded = load_policy(ref.bundle)
+    loaded = None if cfg.eval.via_server else load_policy(ref.bundle)
     on_demo_layouts = cfg.eval.layouts == EvalLayouts.demo
     if on_demo_layouts:
         episodes = demo_layout_episodes(cfg, envs)
@@ -186,7 +186,8 @@ def evaluate_model(cfg: Config, show_progress: bool = True) -> dict[str, Any]:
     console.print(f"evaluating {ref.uri} ({ref.label}): {len(envs)} task(s) x {cfg.eval.episodes_per_task} episodes "
                   f"on {cfg.eval.layouts.value} layouts, {cfg.eval.num_workers} worker(s), "
                   f"replan every {cfg.eval.replan_every} of {info.action_horizon}")
-    summary, results = run(cfg, LearnedPolicy(loaded.policy), episodes, settings, show_progress)
+    policy = server_policy(cfg, info) if loaded is None else LearnedPolicy(loaded.policy)
+    summary, results = run(cfg, policy, episodes, settings, show_progress)
     previous = eval_tracking.champion_score(ref, cfg.eval.champion_alias)
     meta = {"model": ref.uri, "registered_model": ref.name, "version": ref.version, "run_id": ref.run_id,
             "env": cfg.eval.env.value, "episodes_per_task": cfg.eval.episodes_per_task, "seed": cfg.eval.seed,
@@ -203,6 +204,19 @@ def evaluate_model(cfg: Config, show_progress: bool = True) -> dict[str, Any]:
         console.print(f"{ref.label} is the {cfg.eval.champion_alias} (previous: {previous[0] or 'none'})")
     console.print(f"results: {path}")
     return {**meta, **summary, "previous_champion": previous[0], "champion": crowned}
+
+
+def server_policy(cfg: Config, info) -> ChunkPolicy:
+    """`eval.via_server`: the chunks come from a running `pipeline.serve`, which must serve this very policy."""
+    from pipeline.serve_client import ServerPolicy
+
+    policy = ServerPolicy(cfg.eval.via_server)
+    served = policy.metadata
+    if (served.get("image_keys"), served.get("prompts")) != (list(info.cameras), list(info.tasks)):
+        raise ValueError(f"{cfg.eval.via_server} serves cameras {served.get('image_keys')} and prompts "
+                         f"{served.get('prompts')}, not those of {cfg.eval.model}")
+    console.print(f"policy chunks from {cfg.eval.via_server} (serving {served.get('model')})")
+    return policy
 
 
 def main(argv: list[str] | None = None) -> None:

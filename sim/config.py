@@ -66,3 +66,4 @@ class EvalConfig:
     noop_steps: int = 0  # LIBERO: no-op steps before the policy acts (paper: 30)
     flip_gripper: bool = False  # LIBERO: training data used the opposite gripper sign to the env
     champion_alias: str = "champion"  # moved to the evaluated version when it beats the current one
+    via_server: str = ""  # ws://host:port of a running `pipeline.serve` of this model: chunks come over the wire
