@@ -12,21 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLWan
 
-
-@dataclass
-class VaeFitConfig:
-    steps: int = 600
-    batch_size: int = 16
-    lr: float = 1e-3
-    kl_weight: float = 1e-6  # as in latent-diffusion VAEs: a well-behaved posterior, not a compressed one
-    seed: int = 0
+from model.vae_fit_config import VaeFitConfig  # noqa: F401 (re-exported)
 
 
 def frames_to_clips(frames: np.ndarray) -> torch.Tensor:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
 
+from pipeline.prior_config import PretrainConfig, VaeFitRunConfig
+
 
 class Codec(str, Enum):
     h264 = "h264"
@@ -303,3 +305,5 @@ class Config:
     dagger: DaggerConfig = field(default_factory=DaggerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    vae_fit: VaeFitRunConfig = field(default_factory=VaeFitRunConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)

@@ -25,6 +25,7 @@ from rich.table import Table
 from pipeline.cli import parse_or_exit, to_flat_dict
 from pipeline.config import Config
 from pipeline.console import console
+from pipeline.pretrained import resolve_config_paths
 from pipeline.workdir import cache_root, demo_dataset_dir
 from stages.manifest import (MANIFEST, ManifestError, derivable, fingerprint, identify, merge_stats, read_manifest,
                              validate_shards)
@@ -144,6 +145,7 @@ def preprocess(cfg: Config) -> PreprocessResult:
     from stages.text import ensure_text_embeddings
 
     t0 = time.perf_counter()
+    resolve_config_paths(cfg)  # models:/ URIs -> local diffusers directories
     root = dataset_root(cfg)
     reader = LeRobotDataset(root, cameras=cfg.data.cameras or None, state_key=cfg.data.state_key,
                             action_key=cfg.data.action_key)

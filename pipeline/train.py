@@ -25,6 +25,7 @@ from pipeline.cli import parse_or_exit, to_flat_dict, to_yaml
 from pipeline.config import Config
 from pipeline.console import console
 from pipeline.policy_bundle import write_bundle
+from pipeline.pretrained import describe, resolve_config_paths
 from pipeline.progress import TrainingProgress
 from pipeline.train_resume import recover_unreadable_snapshot
 from pipeline.train_worker import train_loop_per_worker
@@ -92,6 +93,7 @@ def _trainer(cfg: Config, cache: CacheHandle, name: str, run_id: str, uri: str) 
 
 def train(cfg: Config, cache: CacheHandle | None = None) -> TrainResult:
     """Train (or continue, or skip when already finished) and register the final checkpoint."""
+    resolve_config_paths(cfg)  # models:/ URIs -> local diffusers directories
     cache = cache or open_cache(cfg)
     experiment_id = tracking.setup(cfg)
     uri = tracking.tracking_uri(cfg)
@@ -114,7 +116,9 @@ def train(cfg: Config, cache: CacheHandle | None = None) -> TrainResult:
             mlflow.MlflowClient().set_terminated(run_id, "RUNNING")
         # the same config gives the same values, so re-logging on resume is harmless
         mlflow.log_params({k: str(v)[:500] for k, v in to_flat_dict(cfg).items()})
-        mlflow.set_tags({RUN_NAME_TAG: name, FINGERPRINT_TAG: cache.fingerprint, "lightwam.preset": cfg.preset})
+        mlflow.set_tags({RUN_NAME_TAG: name, FINGERPRINT_TAG: cache.fingerprint, "lightwam.preset": cfg.preset,
+                         "lightwam.backbone": describe(cfg.model.backbone.pretrained_path, cfg),
+                         "lightwam.vae": describe(cfg.cache.vae.pretrained_path, cfg)})
         mlflow.log_text(to_yaml(cfg), "config.yaml")
         mlflow.log_dict(cache.stats, "normalization_stats.json")
         console.print(f"train: run '{name}': {cfg.train.steps} steps x {cfg.train.num_workers} workers, "
