@@ -1,0 +1,106 @@
+"""`python -m pipeline.pretrain`: the Wan DiT pretrained on a cache's video, registered, loaded frozen by Light-WAM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import subprocess_env
+from lerobot_fixtures import write_v3_dataset
+from model.backbone import VIDEO_HEAD
+from model.light_wam import build_model
+from pipeline import tracking
+from pipeline.cli import load_config
+from pipeline.preprocess import preprocess
+from pipeline.pretrain import RUN_TAG, pretrain, pretrain_name
+from pipeline.pretrained import resolve_config_paths
+from pipeline.train_data import batches
+from pipeline.train_step import accumulate_gradients
+from pipeline.train_state import make_optimizer
+from stages.cache_loader import open_cache
+from test_train import TINY, metric_history, registered_step
+
+PRETRAIN = ["model.backbone.freeze=false", "model.backbone.lora_rank=0", "train.num_workers=2", "train.lr=3e-3",
+            "train.warmup_steps=2", "train.log_every=5", "pretrain.steps=30", "pretrain.val_every=10",
+            "pretrain.val_batches=2", "pretrain.picture_clips=2", "pretrain.sample_steps=2",
+            "train.checkpoint_every=10"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, ray_cluster):
+    root = tmp_path_factory.mktemp("prior")
+    write_v3_dataset(root / "data", lengths=(16, 14, 18, 12, 15), cameras=("observation.images.front",))
+    base = [f"workdir={root / 'work'}", f"data.path={root / 'data'}", *TINY]
+    assert preprocess(load_config(base)[0]).ok
+    return root, base
+
+
+def test_pretraining_lowers_the_validation_loss_and_registers_the_prior(corpus):
+    cfg = load_config([*corpus[1], *PRETRAIN])[0]
+    uri = pretrain(cfg)
+    assert uri == "models:/wan-prior/1"
+    client = mlflow.MlflowClient()
+    run_id = client.get_model_version("wan-prior", "1").run_id
+    val = metric_history(cfg, run_id, "val_video_loss")
+    assert len(val) == 4 and val[-1] < val[0], val
+    assert any(a.path.startswith("pictures/") for a in client.list_artifacts(run_id, "pictures"))
+    assert pretrain(load_config([*corpus[1], *PRETRAIN])[0]) == uri  # finished: skipped, no new version
+
+    # Light-WAM in the paper's recipe on models:/wan-prior@latest: the frozen DiT is exactly the registered one
+    lw = load_config([*corpus[1], "model.backbone.pretrained_path=models:/wan-prior@latest",
+                      "model.backbone.freeze=true"])[0]
+    resolve_config_paths(lw)
+    registered = load_file(str(Path(lw.model.backbone.pretrained_path) / "transformer"
+                               / "diffusion_pytorch_model.safetensors"))
+    model = build_model(lw.model)
+    dit = dict(model.backbone.dit.named_parameters())
+    frozen = {n: p for n, p in dit.items() if not p.requires_grad}
+    assert {n for n in dit if "lora_" not in n and not n.startswith(VIDEO_HEAD)} == set(frozen)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    for name, p in frozen.items():
+        assert torch.equal(p, registered[name.replace(".base_layer", "")]), name
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(params, lw.train)
+    data = batches(lw, open_cache(lw), 0, 1)
+    for _ in range(3):
+        accumulate_gradients(model, [next(data)], lw.model, True, torch.device("cpu"))
+        opt.step()
+        opt.zero_grad()
+    for name, p in frozen.items():
+        assert torch.equal(p, registered[name.replace(".base_layer", "")]), name
+    changed = {n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])}
+    assert any("lora_" in n for n in changed) and any(n.startswith("backbone.adapters") for n in changed)
+    assert any(n.startswith("expert.") for n in changed)
+
+
+def test_killed_pretraining_resumes_from_its_checkpoint(corpus, ray_cluster):
+    args = [*corpus[1], *PRETRAIN, "pretrain.steps=80", "pretrain.val_every=1000", "pretrain.picture_clips=0",
+            "pretrain.run_name=prior-killed"]
+    storage = Path(load_config(args)[0].workdir) / "ray_results" / "prior-killed"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.pretrain", *args], env=subprocess_env(ray_cluster),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while registered_step(storage) is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert registered_step(storage) is not None, "no checkpoint was registered"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out  # stopped before the end
+
+    rerun = subprocess.run([sys.executable, "-m", "pipeline.pretrain", *args], env=subprocess_env(ray_cluster),
+                           capture_output=True, text=True, timeout=400)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    cfg = load_config(args)[0]
+    run = mlflow.search_runs(filter_string=f"tags.`{RUN_TAG}` = 'prior-killed'", output_format="list",
+                             experiment_ids=[tracking.setup(cfg)])[0]
+    assert run.info.status == "FINISHED" and run.data.metrics["step"] == 80
+    resumed = metric_history(cfg, run.info.run_id, "resumed_from_step")
+    assert resumed and resumed[0] > 0 and resumed[0] % 10 == 0, rerun.stdout[-2000:]
