@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Optional
 
 from pipeline.prior_config import PretrainConfig, VaeFitRunConfig
+from sim.corpus_config import CorpusConfig
 
 
 class Codec(str, Enum):
@@ -307,3 +308,4 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     vae_fit: VaeFitRunConfig = field(default_factory=VaeFitRunConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)

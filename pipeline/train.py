@@ -30,6 +30,7 @@ from pipeline.progress import TrainingProgress
 from pipeline.train_resume import recover_unreadable_snapshot
 from pipeline.train_worker import train_loop_per_worker
 from pipeline.workdir import ray_storage
+from stages.action_free import require_actions
 from stages.cache_loader import CacheHandle, open_cache
 
 RUN_NAME_TAG = "lightwam.run_name"
@@ -95,6 +96,7 @@ def train(cfg: Config, cache: CacheHandle | None = None) -> TrainResult:
     """Train (or continue, or skip when already finished) and register the final checkpoint."""
     resolve_config_paths(cfg)  # models:/ URIs -> local diffusers directories
     cache = cache or open_cache(cfg)
+    require_actions(cache)
     experiment_id = tracking.setup(cfg)
     uri = tracking.tracking_uri(cfg)
     name = run_name(cfg)

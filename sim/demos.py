@@ -65,8 +65,10 @@ def _demo_dict(demo: DemoConfig) -> dict:
     return fields
 
 
-def generate(demo: DemoConfig, out: Path, show_progress: bool = True) -> DemoSummary:
-    """Generate the dataset described by `demo` into `out` (replaced if it holds an older demo dataset)."""
+def generate(demo: DemoConfig, out: Path, show_progress: bool = True, recorder=EpisodeRecorder) -> DemoSummary:
+    """Generate the dataset described by `demo` into `out` (replaced if it holds an older demo dataset).
+
+    `recorder(demo, workers)` makes the episode source (`sim.corpus` passes one that keeps finished episodes)."""
     out = Path(out).expanduser().resolve()
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise DemoError(f"refusing to overwrite {out}: it exists and is not a demo dataset")
@@ -82,7 +84,7 @@ def generate(demo: DemoConfig, out: Path, show_progress: bool = True) -> DemoSum
     try:
         writer = LeRobotV3Writer(tmp, demo.fps, demo.cameras, demo.width, demo.height, demo.codec,
                                  robot_type="sawyer", state_names=state_names, action_names=ACTION_NAMES)
-        episodes, frames, attempts = _record_all(demo, writer, show_progress)
+        episodes, frames, attempts = _record_all(demo, writer, show_progress, recorder)
         writer.finish()
         (tmp / MARKER).write_text(json.dumps({"hash": demo_config_hash(demo), "demo": _demo_dict(demo)}, indent=2))
         if out.exists():
@@ -123,14 +125,15 @@ def _validate(demo: DemoConfig) -> None:
         raise DemoError("; ".join(problems))
 
 
-def _record_all(demo: DemoConfig, writer: LeRobotV3Writer, show_progress: bool) -> tuple[int, int, int]:
+def _record_all(demo: DemoConfig, writer: LeRobotV3Writer, show_progress: bool,
+                recorder_factory=EpisodeRecorder) -> tuple[int, int, int]:
     """Episodes in task order, attempts in order, failed layouts redrawn: the same dataset for any worker count."""
     total = sum(demo.episodes(t) for t in demo.tasks)
     episodes = frames = attempts = 0
     workers = worker_count(demo)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with (Progress(*columns, console=console, disable=not show_progress, transient=False) as progress,
-          EpisodeRecorder(demo, workers) as recorder):
+          recorder_factory(demo, workers) as recorder):
         bar = progress.add_task(f"demo episodes ({workers} worker{'s' * (workers > 1)})", total=total)
         recorder.expect([(t, a) for t, task in enumerate(demo.tasks) for a in range(demo.episodes(task))])
         for task_index, task in enumerate(demo.tasks):

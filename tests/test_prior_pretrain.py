@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import json
+
 import mlflow
+import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -20,11 +24,13 @@ from model.light_wam import build_model
 from pipeline import tracking
 from pipeline.cli import load_config
 from pipeline.preprocess import preprocess
-from pipeline.pretrain import RUN_TAG, pretrain, pretrain_name
+from pipeline.pretrain import RUN_TAG, pretrain
 from pipeline.pretrained import resolve_config_paths
+from pipeline.train import train
 from pipeline.train_data import batches
 from pipeline.train_step import accumulate_gradients
 from pipeline.train_state import make_optimizer
+from stages.action_free import ActionFreeCacheError, has_actions
 from stages.cache_loader import open_cache
 from test_train import TINY, metric_history, registered_step
 
@@ -34,13 +40,36 @@ PRETRAIN = ["model.backbone.freeze=false", "model.backbone.lora_rank=0", "train.
             "train.checkpoint_every=10"]
 
 
+def drop_actions(root: Path) -> None:
+    """Make a LeRobot v3 dataset action-free, as a user's unlabelled recordings are: no `action` feature."""
+    info = json.loads((root / "meta/info.json").read_text())
+    del info["features"]["action"]
+    (root / "meta/info.json").write_text(json.dumps(info))
+    for path in (root / "data").rglob("*.parquet"):
+        table = pq.read_table(path)
+        pq.write_table(table.drop_columns(["action"]), path)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, ray_cluster):
+    """An action-free corpus (cached for pretraining) and a small labelled dataset, in one workdir."""
     root = tmp_path_factory.mktemp("prior")
-    write_v3_dataset(root / "data", lengths=(16, 14, 18, 12, 15), cameras=("observation.images.front",))
-    base = [f"workdir={root / 'work'}", f"data.path={root / 'data'}", *TINY]
+    write_v3_dataset(root / "corpus", lengths=(16, 14, 18, 12, 15), cameras=("observation.images.front",))
+    drop_actions(root / "corpus")
+    write_v3_dataset(root / "demos", lengths=(16, 14), cameras=("observation.images.front",))
+    base = [f"workdir={root / 'work'}", f"data.path={root / 'corpus'}", *TINY]
+    demos = [f"workdir={root / 'work'}", f"data.path={root / 'demos'}", *TINY]
     assert preprocess(load_config(base)[0]).ok
-    return root, base
+    assert preprocess(load_config(demos)[0]).ok
+    return root, base, demos
+
+
+def test_an_action_free_cache_refuses_action_training_by_name(corpus):
+    cfg = load_config([*corpus[1], "train.steps=1", "train.run_name=refused"])[0]
+    cache = open_cache(cfg)
+    assert not has_actions(cache.manifest)
+    with pytest.raises(ActionFreeCacheError, match=f"{cache.cache_dir}.*has no actions.*'action' feature"):
+        train(cfg, cache)
 
 
 def test_pretraining_lowers_the_validation_loss_and_registers_the_prior(corpus):
@@ -55,7 +84,7 @@ def test_pretraining_lowers_the_validation_loss_and_registers_the_prior(corpus):
     assert pretrain(load_config([*corpus[1], *PRETRAIN])[0]) == uri  # finished: skipped, no new version
 
     # Light-WAM in the paper's recipe on models:/wan-prior@latest: the frozen DiT is exactly the registered one
-    lw = load_config([*corpus[1], "model.backbone.pretrained_path=models:/wan-prior@latest",
+    lw = load_config([*corpus[2], "model.backbone.pretrained_path=models:/wan-prior@latest",
                       "model.backbone.freeze=true"])[0]
     resolve_config_paths(lw)
     registered = load_file(str(Path(lw.model.backbone.pretrained_path) / "transformer"
