@@ -18,6 +18,7 @@ from pipeline.config import (
     SimEnv,
     TextEncoder,
 )
+from pipeline.presets_prior import bench_prior
 
 
 def paper() -> Config:
@@ -135,4 +136,4 @@ def bench() -> Config:
     return cfg
 
 
-PRESETS: dict[str, Callable[[], Config]] = {"demo": demo, "paper": paper, "bench": bench}
+PRESETS: dict[str, Callable[[], Config]] = {"demo": demo, "paper": paper, "bench": bench, "bench_prior": bench_prior}

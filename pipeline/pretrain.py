@@ -40,6 +40,8 @@ from pipeline.workdir import ray_storage
 from stages.cache_loader import CacheHandle, open_cache
 
 RUN_TAG = "lightwam.pretrain_run"
+# Light-WAM's own backbone settings: they do not change what pretraining trains
+IGNORED = tuple(f"model.backbone.{k}" for k in ("freeze", "lora_", "adapter_", "pretrained_path", "subfolder"))
 
 
 def pretrain_name(cfg: Config, cache: CacheHandle) -> str:
@@ -47,7 +49,8 @@ def pretrain_name(cfg: Config, cache: CacheHandle) -> str:
         return cfg.pretrain.run_name
     flat = {k: v for k, v in to_flat_dict(cfg).items()
             if k.startswith(("model.backbone.", "model.flow_shift", "train.", "pretrain."))
-            and k not in ("train.num_workers", "train.run_name", "train.steps", "pretrain.registered_model")}
+            and k not in ("train.num_workers", "train.run_name", "train.steps", "pretrain.registered_model", "pretrain.before_run")
+            and not k.startswith(IGNORED)}
     flat["cache"] = cache.fingerprint
     return "prior-" + hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:10]
 

@@ -24,6 +24,9 @@ class PretrainConfig:
     these fields are what differs from Light-WAM training.
     """
 
+    # pipeline.run first runs the prior's chain (corpus -> VAE fit -> pretraining, pipeline.prior) and
+    # trains Light-WAM on the fitted VAE and the pretrained DiT
+    before_run: bool = False
     steps: int = 2000
     heldout_shards: int = 1  # the cache's last shards: the validation video loss and the pictures
     val_batches: int = 4  # batches of train.batch_size per validation (fixed noise draws)

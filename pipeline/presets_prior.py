@@ -1,0 +1,36 @@
+"""`bench_prior`: the paper's recipe on MetaWorld MT10 over a prior pretrained on the robot's own world.
+
+Before Light-WAM trains, `pipeline.run` records the action-free corpus (every
+v3 task, many layouts, noisy executed actions), fits the VAE to its frames and
+pretrains the demo-sized Wan DiT on it (`pipeline.prior`); then the demos are
+cached with the fitted VAE and Light-WAM trains as the paper does: backbone
+frozen, LoRA and adapters and the expert trained, video co-training on, and
+none of the bench preset's extra paths (state, pixels).
+"""
+
+from __future__ import annotations
+
+from pipeline.config import Config
+
+
+def bench_prior() -> Config:
+    from pipeline.presets import bench
+
+    cfg = bench()
+    cfg.preset, cfg.workdir = "bench_prior", "work-bench-prior"
+    # the paper's expert alone
+    cfg.cache.current_frames = False
+    cfg.model.expert.state_input = False
+    cfg.model.expert.pixel_input = False
+    # frozen pretrained backbone, LoRA + adapters, video co-training
+    bb = cfg.model.backbone
+    bb.freeze = True
+    bb.lora_rank, bb.lora_alpha = 16, 32
+    cfg.model.video_loss_weight = 1.0
+    # the prior's chain, sized by the pilots in the branch's report (about 4 hours in all on 2 cores)
+    cfg.pretrain.before_run = True
+    cfg.corpus.episodes_per_task = 40
+    cfg.vae_fit.fit.steps = 3000
+    cfg.pretrain.steps = 20000
+    cfg.pretrain.val_every = 500
+    return cfg
