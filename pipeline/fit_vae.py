@@ -112,7 +112,8 @@ def fit(cfg: Config) -> FitResult:
         mlflow.log_params({k: str(v)[:500] for k, v in to_flat_dict(cfg).items()
                            if k.startswith(("cache.vae.", "vae_fit.", "cache.image_", "data."))})
         vae = build_vae(cfg.cache.vae)
-        losses = fit_vae_timed(vae, train, vc.fit, report=console.print)
+        every = max(1, min(50, vc.fit.steps // 10))
+        losses = fit_vae_timed(vae, train, vc.fit, report_every=every, report=console.print)
         stamp = int(time.time() * 1000)
         for start in range(0, len(losses), 1000):  # MLflow takes at most 1000 metrics per batch
             mlflow.MlflowClient().log_batch(run.info.run_id, metrics=[

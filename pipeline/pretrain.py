@@ -49,7 +49,8 @@ def pretrain_name(cfg: Config, cache: CacheHandle) -> str:
         return cfg.pretrain.run_name
     flat = {k: v for k, v in to_flat_dict(cfg).items()
             if k.startswith(("model.backbone.", "model.flow_shift", "train.", "pretrain."))
-            and k not in ("train.num_workers", "train.run_name", "train.steps", "pretrain.registered_model", "pretrain.before_run")
+            and k not in ("train.num_workers", "train.run_name", "train.steps", "pretrain.registered_model",
+                          "pretrain.before_run")
             and not k.startswith(IGNORED)}
     flat["cache"] = cache.fingerprint
     return "prior-" + hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -99,7 +100,7 @@ def pretrain(cfg: Config, cache: CacheHandle | None = None) -> str:
             mlflow.MlflowClient().set_terminated(resume_id, "RUNNING")
         mlflow.log_params({k: str(v)[:500] for k, v in to_flat_dict(cfg).items()
                            if k.startswith(("model.backbone.", "model.flow_shift", "train.", "pretrain.", "cache."))})
-        mlflow.set_tags({RUN_TAG: name, "lightwam.cache_fingerprint": cache.fingerprint,
+        mlflow.set_tags({RUN_TAG: name, "lightwam.pretrain_cache": cache.fingerprint,
                          "lightwam.vae": describe(cfg.cache.vae.pretrained_path, cfg)})
         mlflow.log_text(to_yaml(cfg), "config.yaml")
         console.print(f"pretrain: run '{name}': {cfg.pretrain.steps} steps x {cfg.train.num_workers} workers, "
