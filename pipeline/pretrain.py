@@ -86,6 +86,11 @@ def pretrain(cfg: Config, cache: CacheHandle | None = None) -> str:
     """Pretrain (or continue, or skip when registered) and return the prior's `models:/NAME/VERSION`."""
     resolve_config_paths(cfg)
     cache = cache or open_cache(cfg)
+    training_shards = len(cache.shard_paths) - cfg.pretrain.heldout_shards
+    if training_shards < cfg.train.num_workers:
+        raise ValueError(f"cache {cache.cache_dir}: {len(cache.shard_paths)} shards, {cfg.pretrain.heldout_shards} held "
+                         f"out, leave {training_shards} for {cfg.train.num_workers} workers; lower "
+                         "cache.samples_per_shard (or train.num_workers)")
     experiment_id = tracking.setup(cfg)
     name = pretrain_name(cfg, cache)
     done = registered_run(experiment_id, RUN_TAG, name, cfg.pretrain.registered_model)
