@@ -103,8 +103,10 @@ def pretrain(cfg: Config, cache: CacheHandle | None = None) -> str:
         if resume_id:
             console.print(f"pretrain: continuing run '{name}' (MLflow run {resume_id})")
             mlflow.MlflowClient().set_terminated(resume_id, "RUNNING")
+        logged = previous.data.params if previous is not None else {}  # a continued run may use other workers
         mlflow.log_params({k: str(v)[:500] for k, v in to_flat_dict(cfg).items()
-                           if k.startswith(("model.backbone.", "model.flow_shift", "train.", "pretrain.", "cache."))})
+                           if k.startswith(("model.backbone.", "model.flow_shift", "train.", "pretrain.", "cache."))
+                           and k not in logged})
         mlflow.set_tags({RUN_TAG: name, "lightwam.pretrain_cache": cache.fingerprint,
                          "lightwam.vae": describe(cfg.cache.vae.pretrained_path, cfg)})
         mlflow.log_text(to_yaml(cfg), "config.yaml")
