@@ -109,6 +109,7 @@ def pretrain_loop_per_worker(config: dict) -> None:
         last = step == tc.steps
         if step % tc.log_every == 0 or last:
             metrics = _mean_across_ranks({"video_loss": float(loss.detach())}, device)
+            metrics["loss"] = metrics["video_loss"]  # what the driver's progress bar shows
             elapsed = time.perf_counter() - window_start
             metrics.update(lr=sched.get_last_lr()[0], grad_norm=grad_norm, step=step,
                            samples_per_s=window_samples / max(elapsed, 1e-9))
