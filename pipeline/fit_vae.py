@@ -39,7 +39,9 @@ RUN_TAG = "lightwam.vae_fit"
 
 
 def dataset_frames(cfg: Config, limit: int) -> tuple[np.ndarray, str]:
-    """Up to `limit` frames (uint8 [N, H, W*cameras, 3]) spread evenly over the dataset, and its fingerprint."""
+    """Clips spread evenly over the dataset, as the cache cuts them (`cache.num_frames` every `cache.frame_stride`,
+    uint8 [N, T, H, W*cameras, 3]; T = 1 with `vae_fit.single_frames`), up to `limit` frames in all; and the
+    dataset's fingerprint."""
     from pipeline.preprocess import dataset_root
     from stages.lerobot import LeRobotDataset
 
@@ -48,15 +50,20 @@ def dataset_frames(cfg: Config, limit: int) -> tuple[np.ndarray, str]:
     episodes = reader.episodes
     if not episodes:
         raise ValueError(f"dataset {reader.root}: no episodes to fit a VAE on")
-    per_episode = max(1, -(-limit // len(episodes)))
+    t = 1 if cfg.vae_fit.single_frames else cfg.cache.num_frames
+    offsets = np.arange(t) * cfg.cache.frame_stride
+    per_episode = max(1, -(-(limit // t) // len(episodes)))
     out = []
     for episode in episodes:
-        idx = np.unique(np.linspace(0, episode.length - 1, min(per_episode, episode.length)).round().astype(int))
-        views = [resize(reader.read_images(episode, cam, idx), cfg.cache.image_height, cfg.cache.image_width)
+        starts = np.unique(np.linspace(0, max(0, episode.length - 1 - offsets[-1]), per_episode).round().astype(int))
+        index = np.minimum(starts[:, None] + offsets, episode.length - 1)  # [clips, T]
+        needed, inverse = np.unique(index, return_inverse=True)
+        views = [resize(reader.read_images(episode, cam, needed), cfg.cache.image_height, cfg.cache.image_width)
                  for cam in reader.camera_keys]
-        out.append(np.concatenate(views, axis=2))
-    frames = np.concatenate(out)
-    return frames[np.random.default_rng(0).permutation(len(frames))[:limit]], reader.fingerprint()
+        out.append(np.concatenate(views, axis=2)[inverse.reshape(index.shape)])
+    clips = np.concatenate(out)
+    clips = clips[np.random.default_rng(0).permutation(len(clips))[:max(1, limit // t)]]
+    return (clips[:, 0] if t == 1 else clips), reader.fingerprint()
 
 
 def fit_name(cfg: Config, data_fingerprint: str) -> str:
@@ -67,20 +74,22 @@ def fit_name(cfg: Config, data_fingerprint: str) -> str:
 
 
 def _grid(originals: torch.Tensor, recon: torch.Tensor):
-    """Rows of frames: original above its reconstruction."""
+    """Columns of clips; rows: original above reconstructed, for the first and (clips) the last frame."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = originals.shape[0]
-    fig, axes = plt.subplots(2, n, figsize=(1.8 * n * originals.shape[-1] / originals.shape[-2], 3.8), squeeze=False)
+    n, frames = originals.shape[0], sorted({0, originals.shape[2] - 1})
+    rows = [(f"{name} f{f}", x, f) for f in frames for name, x in (("original", originals), ("reconstructed", recon))]
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.8 * n * originals.shape[-1] / originals.shape[-2],
+                                                    1.9 * len(rows)), squeeze=False)
     for i in range(n):
-        for row, (name, x) in enumerate((("original", originals), ("reconstructed", recon))):
-            img = ((x[i, :, 0].permute(1, 2, 0).float() + 1) * 127.5).clamp(0, 255).byte().numpy()
-            axes[row, i].imshow(img)
-            axes[row, i].axis("off")
-            axes[row, i].set_title(name if i == 0 else "", fontsize=8)
+        for r, (name, x, f) in enumerate(rows):
+            img = ((x[i, :, f].permute(1, 2, 0).float() + 1) * 127.5).clamp(0, 255).byte().numpy()
+            axes[r, i].imshow(img)
+            axes[r, i].axis("off")
+            axes[r, i].set_title(name if i == 0 else "", fontsize=8)
     fig.tight_layout()
     plt.close(fig)
     return fig
@@ -103,10 +112,10 @@ def fit(cfg: Config) -> FitResult:
     if done:
         console.print(f"fit_vae: '{name}' already fitted and registered as {done}: skipped")
         return FitResult(done, None, frames)
-    held = frames[: min(len(frames) // 10, 256)] if len(frames) >= 20 else frames[:0]
+    held = frames[: min(len(frames) // 10, 64)] if len(frames) >= 20 else frames[:0]
     train = frames[len(held):]
-    console.print(f"fit_vae: '{name}': {len(train)} training frames ({len(held)} held out) of "
-                  f"{frames.shape[1]}x{frames.shape[2]}, {vc.fit.steps} steps")
+    console.print(f"fit_vae: '{name}': {len(train)} training clips ({len(held)} held out) of "
+                  f"{frames.shape[1:-1]} (frames x height x width), {vc.fit.steps} steps")
     with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
         mlflow.set_tags({RUN_TAG: name, "lightwam.dataset_fingerprint": data_fp})
         mlflow.log_params({k: str(v)[:500] for k, v in to_flat_dict(cfg).items()
@@ -118,8 +127,7 @@ def fit(cfg: Config) -> FitResult:
         for start in range(0, len(losses), 1000):  # MLflow takes at most 1000 metrics per batch
             mlflow.MlflowClient().log_batch(run.info.run_id, metrics=[
                 Metric("vae_loss", loss, stamp, step) for step, loss in enumerate(losses[start:start + 1000], start + 1)])
-        probe = torch.from_numpy(held if len(held) else train[:64])
-        clips = frames_to_clips(probe.numpy())
+        clips = frames_to_clips(held if len(held) else train[:16])
         latents = encode(vae, clips)
         recon = decode(vae, latents)
         per_channel = latents.transpose(0, 1).flatten(1)

@@ -31,6 +31,7 @@ def bench_prior() -> Config:
     cfg.pretrain.before_run = True
     cfg.corpus.episodes_per_task = 40
     cfg.vae_fit.fit.steps = 3000
+    cfg.vae_fit.fit.batch_size = 4  # clips of 9 frames
     cfg.pretrain.steps = 20000
     cfg.pretrain.val_every = 500
     return cfg

@@ -13,6 +13,9 @@ class VaeFitRunConfig:
 
     fit: VaeFitConfig = field(default_factory=VaeFitConfig)
     max_frames: int = 4096  # frames read from the dataset, spread evenly over its episodes
+    # fit on single frames instead of clips cut as the cache cuts them; single frames leave the VAE's
+    # temporal layers random, and with them the latents of every later frame of a clip
+    single_frames: bool = False
     registered_model: str = "wan-vae"
 
 

@@ -14,7 +14,7 @@ from pipeline.fit_vae import fit
 from pipeline.pretrained import resolve_config_paths
 from tiny import CACHE, DEMO
 
-FIT = ["vae_fit.fit.steps=40", "vae_fit.fit.batch_size=8", "vae_fit.fit.lr=3e-3", "vae_fit.max_frames=96"]
+FIT = ["vae_fit.fit.steps=40", "vae_fit.fit.batch_size=4", "vae_fit.fit.lr=3e-3", "vae_fit.max_frames=200"]
 
 
 def test_fitted_vae_is_registered_and_loads_through_the_cache_path(tmp_path: Path):
