@@ -27,10 +27,12 @@ def bench_prior() -> Config:
     bb.freeze = True
     bb.lora_rank, bb.lora_alpha = 16, 32
     cfg.model.video_loss_weight = 1.0
-    # the prior's chain, sized by the pilots in the branch's report (about 4 hours in all on 2 cores)
+    # The prior's chain, about 4 hours of 2 idle cores, extrapolated from pilots on a loaded machine and the
+    # bench cache's idle encode rate (17 samples/s): corpus 1000 episodes (~1 h to record, ~1.2 h to encode),
+    # VAE 1000 steps of 4 clips (~0.8 h), pretraining 20000 steps (~0.9 h at ~100 samples/s). Unmeasured idle.
     cfg.pretrain.before_run = True
-    cfg.corpus.episodes_per_task = 40
-    cfg.vae_fit.fit.steps = 3000
+    cfg.corpus.episodes_per_task = 20
+    cfg.vae_fit.fit.steps = 1000
     cfg.vae_fit.fit.batch_size = 4  # clips of 9 frames
     cfg.pretrain.steps = 20000
     cfg.pretrain.val_every = 500
