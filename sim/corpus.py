@@ -21,7 +21,6 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.console import console
-from pipeline.workdir import workdir
 from sim.demo_recorder import Episode, EpisodeRecorder, Key, episode_seed
 from sim.demos import ATTEMPTS_PER_EPISODE, MARKER, demo_config_hash, generate, print_summary
 
@@ -45,7 +44,7 @@ def corpus_demo(cfg: Config):
 def corpus_dir(cfg: Config) -> Path:
     if cfg.corpus.out:
         return Path(cfg.corpus.out).expanduser().resolve()
-    return workdir(cfg) / "datasets" / f"corpus-{demo_config_hash(corpus_demo(cfg))}"
+    return Path(cfg.workdir).expanduser().resolve() / "datasets" / f"corpus-{demo_config_hash(corpus_demo(cfg))}"
 
 
 def check_layouts_disjoint(cfg: Config) -> int:
