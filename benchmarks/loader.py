@@ -41,7 +41,7 @@ def timed_epochs(cfg, handle, epochs: int) -> tuple[list[float], list[str]]:
 
 def main(argv: list[str] | None = None) -> None:
     from pipeline.cli import load_config
-    from stages.cache_loader import open_cache
+    from pipeline.preprocess import open_cache_for
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2, help="epochs per arm (the first parses every shard)")
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch reads the shards in both arms")
     cfg = load_config(rest)[0]
-    handle = open_cache(cfg)
+    handle = open_cache_for(cfg)
     arms = {}
     for kept in (False, True):
         arm_cfg = copy.deepcopy(cfg)

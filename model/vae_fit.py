@@ -12,25 +12,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLWan
 
-
-@dataclass
-class VaeFitConfig:
-    steps: int = 600
-    batch_size: int = 16
-    lr: float = 1e-3
-    kl_weight: float = 1e-6  # as in latent-diffusion VAEs: a well-behaved posterior, not a compressed one
-    seed: int = 0
+from model.vae_fit_config import VaeFitConfig  # noqa: F401 (re-exported)
 
 
 def frames_to_clips(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [B, H, W, 3] -> one-frame clips [B, 3, 1, H, W] in [-1, 1]."""
+    """uint8 [B, H, W, 3] -> one-frame clips [B, 3, 1, H, W] in [-1, 1]; uint8 clips [B, T, H, W, 3] -> [B, 3, T, H, W].
+
+    Clips (T = 1 + 4k) train the VAE's temporal layers too, which the latents of a video's later frames pass through.
+    """
+    if frames.ndim == 5:
+        return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
     return x.unsqueeze(2)
 
@@ -41,7 +38,8 @@ def fit_vae(
     cfg: VaeFitConfig,
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Train `vae` in place on random batches of `frames` (uint8 [N, H, W, 3]); returns the loss per step."""
+    """Train `vae` in place on random batches of `frames` (uint8 [N, H, W, 3] or clips [N, T, H, W, 3]);
+    returns the loss per step."""
     if len(frames) == 0:
         raise ValueError("fit_vae needs at least one frame")
     device = next(vae.parameters()).device

@@ -13,9 +13,11 @@ from enum import Enum
 
 from cluster.config import ClusterConfig
 from model.config import ModelConfig
-from sim.config import DemoConfig, EvalConfig
-from stages.config import CacheConfig, DataConfig
+from pipeline.prior_config import PretrainConfig, VaeFitRunConfig
 from pipeline.serve_config import ServeConfig
+from sim.config import DemoConfig, EvalConfig
+from sim.corpus_config import CorpusConfig
+from stages.config import CacheConfig, DataConfig
 
 
 class Allocator(str, Enum):
@@ -78,6 +80,9 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    vae_fit: VaeFitRunConfig = field(default_factory=VaeFitRunConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
 
 
 class ConfigError(ValueError):

@@ -22,18 +22,28 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from model.vae import compression
 from pipeline.cli import parse_or_exit, to_flat_dict
 from pipeline.config import Config
 from pipeline.console import console
 from pipeline.logged_progress import LoggedProgress
+from pipeline.pretrained import resolve_config_paths
 from pipeline.workdir import cache_root, demo_dataset_dir
-from model.vae import compression
 from stages.build_time import built_at, reused_message
 from stages.cache_loader import CacheHandle, open_cache
-from stages.manifest import (MANIFEST, ManifestError, derivable, fingerprint, identify, merge_stats, read_manifest,
-                             validate_shards)
+from stages.manifest import (
+    MANIFEST,
+    ManifestError,
+    derivable,
+    fingerprint,
+    identify,
+    merge_stats,
+    read_manifest,
+    validate_shards,
+)
 from stages.plan import ClipGeometry, group_episodes, samples_in
 from stages.shards import shard_name, sidecar_path, write_json_atomic
+
 
 @dataclass
 class PreprocessResult:
@@ -167,6 +177,7 @@ def preprocess(cfg: Config) -> PreprocessResult:
     from stages.text import ensure_text_embeddings
 
     t0 = time.perf_counter()
+    resolve_config_paths(cfg)  # models:/ URIs -> local diffusers directories
     root = dataset_root(cfg)
     reader = open_reader(cfg, root)
     unlisted = audit(reader)  # whole-dataset checks, before any model or Ray work

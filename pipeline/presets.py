@@ -126,7 +126,30 @@ def bench() -> Config:
     return cfg
 
 
-PRESETS: dict[str, Callable[[], Config]] = {"demo": demo, "paper": paper, "bench": bench}
+def bench_prior() -> Config:
+    """The paper's recipe on MT10 over a video prior and a VAE fitted here to action-free robot video."""
+    cfg = bench()
+    cfg.preset, cfg.workdir = "bench_prior", "work-bench-prior"
+    # the paper's expert alone: no shortcut, so no stored frames either
+    cfg.cache.current_frames = False
+    cfg.model.shortcut.enabled = False
+    # frozen pretrained backbone, LoRA + adapters, video co-training
+    bb = cfg.model.backbone
+    bb.freeze = True
+    bb.lora_rank, bb.lora_alpha = 16, 32
+    cfg.model.video_loss_weight = 1.0
+    # `pipeline.run` first records the corpus, fits the VAE and pretrains the DiT (`pipeline.prior`); sized to
+    # about 4 hours of two cores in all (benchmarks/prior_pilot.md)
+    cfg.pretrain.before_run = True
+    cfg.corpus.episodes_per_task = 20
+    cfg.vae_fit.fit.steps = 1000
+    cfg.vae_fit.fit.batch_size = 4  # clips of 9 frames
+    cfg.pretrain.steps = 20000
+    cfg.pretrain.val_every = 500
+    return cfg
+
+
+PRESETS: dict[str, Callable[[], Config]] = {"demo": demo, "paper": paper, "bench": bench, "bench_prior": bench_prior}
 
 
 def describe_presets() -> str:

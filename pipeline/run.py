@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> None:
         _interrupt_on_sigterm()  # again: ray.init installs a fatal-signal handler that would abort without cleanup
         console.print(f"Ray: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU")
 
+        if cfg.pretrain.before_run:  # corpus -> fitted VAE -> pretrained DiT, each reused when it exists
+            from pipeline.prior import ensure_prior
+
+            ensure_prior(cfg)
         # 1. the dataset: a local LeRobot dataset, or the embedded MetaWorld demo
         console.print(f"\\[1/4] dataset: {dataset_root(cfg)}")
         times["dataset"] = time.perf_counter() - start

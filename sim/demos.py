@@ -63,10 +63,12 @@ def _demo_dict(demo: DemoConfig) -> dict:
     return fields
 
 
-def generate(demo: DemoConfig, out: Path, show_progress: bool = True, progress_cls: type = Progress) -> DemoSummary:
+def generate(demo: DemoConfig, out: Path, show_progress: bool = True, progress_cls: type = Progress,
+             recorder=EpisodeRecorder) -> DemoSummary:
     """Generate the dataset described by `demo` into `out` (replaced if it holds an older demo dataset).
 
-    `progress_cls`: a rich `Progress` (sub)class, e.g. one that also prints plain lines outside a terminal."""
+    `progress_cls`: a rich `Progress` (sub)class, e.g. one that also prints plain lines outside a terminal;
+    `recorder(demo, workers)` makes the episode source (`pipeline.corpus` passes one that keeps finished episodes)."""
     out = Path(out).expanduser().resolve()
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise DemoError(f"refusing to overwrite {out}: it exists and is not a demo dataset")
@@ -81,7 +83,7 @@ def generate(demo: DemoConfig, out: Path, show_progress: bool = True, progress_c
     try:
         writer = LeRobotV3Writer(tmp, demo.fps, demo.cameras, demo.width, demo.height, demo.codec,
                                  robot_type="sawyer", state_names=STATE_NAMES, action_names=ACTION_NAMES)
-        episodes, frames, attempts = _record_all(demo, writer, show_progress, progress_cls)
+        episodes, frames, attempts = _record_all(demo, writer, show_progress, progress_cls, recorder)
         writer.finish()
         (tmp / MARKER).write_text(json.dumps({"hash": demo_config_hash(demo), "demo": _demo_dict(demo)}, indent=2))
         if out.exists():
@@ -118,14 +120,14 @@ def _validate(demo: DemoConfig) -> None:
 
 
 def _record_all(demo: DemoConfig, writer: LeRobotV3Writer, show_progress: bool,
-                progress_cls: type) -> tuple[int, int, int]:
+                progress_cls: type, recorder_factory=EpisodeRecorder) -> tuple[int, int, int]:
     """Episodes in task order, attempts in order, failed layouts redrawn: the same dataset for any worker count."""
     total = demo.episodes_per_task * len(demo.tasks)
     episodes = frames = attempts = 0
     workers = worker_count(demo)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with (progress_cls(*columns, console=get_console(), disable=not show_progress, transient=False) as progress,
-          EpisodeRecorder(demo, workers) as recorder):
+          recorder_factory(demo, workers) as recorder):
         bar = progress.add_task(f"demo episodes ({workers} worker{'s' * (workers > 1)})", total=total)
         recorder.expect([(t, a) for t in range(len(demo.tasks)) for a in range(demo.episodes_per_task)])
         for task_index, task in enumerate(demo.tasks):

@@ -84,10 +84,11 @@ class LeRobotDataset:
             )
         self.fps = float(self._info_field("fps"))
         features = self._info_field("features")
-        for key in (state_key, action_key):
-            if key not in features:
-                raise DatasetError(f"{self.root}: no feature {key!r}; features are {sorted(features)}")
+        if state_key not in features:
+            raise DatasetError(f"{self.root}: no feature {state_key!r}; features are {sorted(features)}")
         self.state_key, self.action_key = state_key, action_key
+        # action-free video (e.g. a pretraining corpus): actions read as [T, 0]; training on them is refused
+        self.has_actions = action_key in features
         self.camera_keys = self._select_cameras(features, cameras)
         if self.version in V3_VERSIONS:
             self.tasks = self._read_tasks_v3()
@@ -290,7 +291,7 @@ class LeRobotDataset:
         """Columns of one data parquet as numpy; the last one read stays cached."""
         if self._open_data is not None and self._open_data[0] == path:
             return self._open_data[1]
-        names = ["episode_index", "frame_index", "timestamp", self.state_key, self.action_key]
+        names = ["episode_index", "frame_index", "timestamp", self.state_key] + [self.action_key] * self.has_actions
         table = read_parquet(path, names)
         self.data_file_reads += 1
         columns = {
@@ -298,7 +299,8 @@ class LeRobotDataset:
             "frame_index": scalars(table, "frame_index", np.int64, path),
             "timestamp": scalars(table, "timestamp", np.float64, path),
             self.state_key: vectors(table, self.state_key, path),
-            self.action_key: vectors(table, self.action_key, path),
+            self.action_key: vectors(table, self.action_key, path) if self.has_actions
+            else np.zeros((table.num_rows, 0), np.float32),
         }
         self._open_data = (path, columns)
         return columns

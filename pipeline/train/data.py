@@ -48,7 +48,9 @@ def batches(cfg: Config, cache: CacheHandle, rank: int, world: int, skip: int = 
     samples = iter(cache.dataset(rank=rank, world_size=world, shuffle=True, seed=cfg.train.seed + rank, repeat=True,
                                  in_memory=cfg.train.keep_shards_in_memory))
     samples = itertools.islice(samples, skip, None)
-    norms = {name: MinMax.from_stats(cache.stats[name]) for name in ("proprio", "actions")}
+    # an action-free cache (video pretraining) has no action stats: its empty action vectors stay as they are
+    norms = {name: MinMax.from_stats(cache.stats[name]) for name in ("proprio", "actions")
+             if (cache.stats.get(name) or {}).get("min")}
     gen = torch.Generator().manual_seed(hash((cfg.train.seed, rank, skip)) & 0x7FFFFFFF)  # ints hash alike everywhere
     while True:
         chunk = list(itertools.islice(samples, cfg.train.batch_size))

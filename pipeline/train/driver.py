@@ -20,17 +20,19 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipeline import tracking
-from pipeline.train.allocator import worker_env
 from pipeline.cli import parse_or_exit, to_flat_dict, to_yaml
 from pipeline.config import Config
 from pipeline.console import console
 from pipeline.model_card import describe_version, write_signature
 from pipeline.policy_bundle import write_bundle
 from pipeline.preprocess import open_cache_for
+from pipeline.pretrained import describe, resolve_config_paths
+from pipeline.train.allocator import worker_env
 from pipeline.train.progress import TrainingProgress
 from pipeline.train.resume import recover_unreadable_snapshot
 from pipeline.train.worker import train_loop_per_worker
 from pipeline.workdir import ray_storage
+from stages.action_free import require_actions
 from stages.cache_loader import CacheHandle
 
 RUN_NAME_TAG = "lightwam.run_name"
@@ -94,7 +96,9 @@ def _trainer(cfg: Config, cache: CacheHandle, name: str, run_id: str, uri: str) 
 
 def train(cfg: Config, cache: CacheHandle | None = None) -> TrainResult:
     """Train (or continue, or skip when already finished) and register the final checkpoint."""
+    resolve_config_paths(cfg)  # models:/ URIs -> local diffusers directories
     cache = cache or open_cache_for(cfg)
+    require_actions(cache)
     experiment_id = tracking.setup(cfg)
     uri = tracking.tracking_uri(cfg)
     name = run_name(cfg)
@@ -116,7 +120,9 @@ def train(cfg: Config, cache: CacheHandle | None = None) -> TrainResult:
             mlflow.MlflowClient().set_terminated(run_id, "RUNNING")
         # the same config gives the same values, so re-logging on resume is harmless
         mlflow.log_params({k: str(v)[:500] for k, v in to_flat_dict(cfg).items()})
-        mlflow.set_tags({RUN_NAME_TAG: name, FINGERPRINT_TAG: cache.fingerprint, "lightwam.preset": cfg.preset})
+        mlflow.set_tags({RUN_NAME_TAG: name, FINGERPRINT_TAG: cache.fingerprint, "lightwam.preset": cfg.preset,
+                         "lightwam.backbone": describe(cfg.model.backbone.pretrained_path, cfg),
+                         "lightwam.vae": describe(cfg.cache.vae.pretrained_path, cfg)})
         mlflow.log_text(to_yaml(cfg), "config.yaml")
         mlflow.log_dict(cache.stats, "normalization_stats.json")
         console.print(f"train: run '{name}': {cfg.train.steps} steps x {cfg.train.num_workers} workers, "
