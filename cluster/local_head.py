@@ -63,7 +63,7 @@ def _tool(name: str) -> str:
     return str(BIN / name) if (BIN / name).exists() else name
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -119,8 +119,8 @@ def start(temp_dir: Path, home: Path, ports: HeadPorts, num_cpus: int, timeout: 
     state_file = _state_path(temp_dir)
     if state_file.exists() and any(_alive(p) for p in json.loads(state_file.read_text())["pids"].values()):
         raise SystemExit(f"a head from {state_file} is still running: `python -m cluster.local_head stop` first")
-    taken = {name: port for name, port in asdict(ports).items() if not _port_free(port)}
-    taken.update({f"worker port {p}": p for p in range(ports.min_worker, ports.max_worker + 1) if not _port_free(p)})
+    taken = {name: port for name, port in asdict(ports).items() if not port_free(port)}
+    taken.update({f"worker port {p}": p for p in range(ports.min_worker, ports.max_worker + 1) if not port_free(p)})
     if taken:
         raise SystemExit(f"ports already in use on 127.0.0.1: {taken}; pick others (see --help)")
     temp_dir.mkdir(parents=True, exist_ok=True)

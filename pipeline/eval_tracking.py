@@ -42,7 +42,7 @@ def resolve(uri: str) -> ModelRef:
     """A local bundle directory plus, when known, the registered version and its run."""
     client = MlflowClient()
     if uri.startswith("models:/"):
-        name, version = _registered_version(client, uri.removeprefix("models:/"))
+        name, version = registered_version(client, uri.removeprefix("models:/"))
         mv = client.get_model_version(name, version)
         return ModelRef(uri, resolve_model(f"models:/{name}/{version}"), name, version, mv.run_id)
     if uri.startswith("runs:/"):
@@ -51,7 +51,8 @@ def resolve(uri: str) -> ModelRef:
     return ModelRef(uri, bundle, run_id=_run_in_path(client, bundle))
 
 
-def _registered_version(client: MlflowClient, ref: str) -> tuple[str, str]:
+def registered_version(client: MlflowClient, ref: str) -> tuple[str, str]:
+    """(name, version) of `NAME@ALIAS` or `NAME/VERSION`; the alias `latest` is the highest version."""
     if "@" in ref:
         name, alias = ref.split("@", 1)
         if alias == "latest":  # reserved by MLflow: the highest version

@@ -235,6 +235,14 @@ def preprocess(cfg: Config) -> PreprocessResult:
                             identity=identity)
 
 
+def ensure_cache(cfg: Config) -> CacheHandle:
+    """Build (or find) the cache `cfg` asks for inside the caller's Ray session, and open it; exit if it failed."""
+    built = preprocess(cfg)  # a no-op when the cache for this config exists
+    if not built.ok:
+        raise SystemExit(f"offline cache failed: {built.message}")
+    return built.open()
+
+
 def print_summary(result: PreprocessResult) -> None:
     m = result.manifest
     table = Table(title="offline cache", show_header=False)

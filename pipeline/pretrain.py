@@ -136,14 +136,11 @@ def pretrain(cfg: Config, cache: CacheHandle | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from cluster.ray_session import ray_session
-    from pipeline.preprocess import preprocess
+    from pipeline.preprocess import ensure_cache
 
     cfg = parse_or_exit(argv)
     with ray_session(cfg.cluster):
-        built = preprocess(cfg)  # a no-op when the cache for this config exists
-        if not built.ok:
-            raise SystemExit(f"offline cache failed: {built.message}")
-        pretrain(cfg, open_cache_for(cfg))
+        pretrain(cfg, ensure_cache(cfg))
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ from model.video_prior import VideoPrior
 from pipeline.pretrain_pictures import future_frames_figure
 from pipeline.run_logger import RunLogger
 from pipeline.train.data import batches
+from pipeline.train.resume import restored_checkpoint
 from pipeline.train.state import load_optimizer, make_optimizer, make_scheduler, save_optimizer
 from pipeline.train.step import DDP_KWARGS
-from pipeline.train.worker import _mean_across_ranks
+from pipeline.train.worker import mean_across_ranks
 
 
 def split_cache(cache, heldout: int):
@@ -70,9 +71,7 @@ def pretrain_loop_per_worker(config: dict) -> None:
     params = [p for p in prior.parameters() if p.requires_grad]
     opt = make_optimizer(params, tc)
     step = 0
-    restored = ray.train.get_checkpoint()
-    if restored is None and config.get("resume_dir"):
-        restored = ray.train.Checkpoint.from_directory(config["resume_dir"])
+    restored = restored_checkpoint(config)  # Ray Train's, or the driver's recovered one (pipeline.train.resume)
     if restored:
         with restored.as_directory() as d:
             prior.dit.load_state_dict(load_file(str(Path(d) / "model.safetensors")))
@@ -108,7 +107,7 @@ def pretrain_loop_per_worker(config: dict) -> None:
         window_samples += tc.batch_size * world
         last = step == tc.steps
         if step % tc.log_every == 0 or last:
-            metrics = _mean_across_ranks({"video_loss": float(loss.detach())}, device)
+            metrics = mean_across_ranks({"video_loss": float(loss.detach())}, device)
             metrics["loss"] = metrics["video_loss"]  # what the driver's progress bar shows
             elapsed = time.perf_counter() - window_start
             metrics.update(lr=sched.get_last_lr()[0], grad_norm=grad_norm, step=step,

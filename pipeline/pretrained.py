@@ -49,21 +49,15 @@ def model_version_of(uri: str) -> tuple[str, str] | None:
     """(name, version) a `models:/` URI means now (aliases and `latest` looked up); None for `runs:/`."""
     from mlflow import MlflowClient
 
+    from pipeline.eval_tracking import registered_version
+
     if not uri.startswith("models:/"):
         return None
-    ref = uri.removeprefix("models:/")
     client = MlflowClient()
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        if alias == "latest":  # reserved by MLflow: the highest version
-            versions = client.search_model_versions(f"name = '{name}'")
-            if not versions:
-                raise FileNotFoundError(f"'{uri}': registered model '{name}' has no versions")
-            return name, str(max(int(v.version) for v in versions))
-        return name, str(client.get_model_version_by_alias(name, alias).version)
-    name, _, version = ref.partition("/")
-    if not version.isdigit():
-        raise ValueError(f"'{uri}': expected models:/NAME/VERSION or models:/NAME@ALIAS")
+    try:
+        name, version = registered_version(client, uri.removeprefix("models:/"))
+    except LookupError as err:
+        raise FileNotFoundError(f"'{uri}': {err}") from None
     client.get_model_version(name, version)  # fails with MLflow's message when it does not exist
     return name, version
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from mlflow import MlflowClient
 from mlflow.models import Model
 
 from loopback_cluster import REPO, VENV_BIN, base_env, free_port
+
+from cluster.local_head import port_free
 from tiny import RUN
 
 HEAD_PORTS = ["gcs", "dashboard", "dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
@@ -34,18 +35,9 @@ def free_port_range(size: int) -> range:
     for _ in range(50):
         start = random.randrange(20000, 30000)
         ports = range(start, start + size)
-        if all(_free(p) for p in ports):
+        if all(port_free(p) for p in ports):
             return ports
     raise RuntimeError("no free port range for Ray's workers")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def local_head(command: str, temp: Path, *args: str) -> str:

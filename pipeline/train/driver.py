@@ -154,14 +154,11 @@ def train(cfg: Config, cache: CacheHandle | None = None) -> TrainResult:
 
 def main(argv: list[str] | None = None) -> None:
     from cluster.ray_session import ray_session
-    from pipeline.preprocess import preprocess
+    from pipeline.preprocess import ensure_cache
 
     cfg = parse_or_exit(argv)
     with ray_session(cfg.cluster):
-        built = preprocess(cfg)  # a no-op when the cache for this config exists
-        if not built.ok:
-            raise SystemExit(f"offline cache failed: {built.message}")
-        result = train(cfg, open_cache_for(cfg))
+        result = train(cfg, ensure_cache(cfg))
     console.print(f"MLflow run {result.run_id}; model {result.model_uri}")
     console.print(f"view it: {tracking.ui_command(cfg)}")
 

@@ -20,6 +20,16 @@ SNAPSHOT = "checkpoint_manager_snapshot.json"
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "train_state.json")
 
 
+def restored_checkpoint(config: dict):
+    """The checkpoint a worker starts from: Ray Train's own, else the driver's recovered `resume_dir`."""
+    import ray.train
+
+    restored = ray.train.get_checkpoint()
+    if restored is None and config.get("resume_dir"):
+        restored = ray.train.Checkpoint.from_directory(config["resume_dir"])
+    return restored
+
+
 def checkpoint_step(directory: Path) -> int | None:
     """The step a checkpoint directory holds, or None when any of its files is missing or unreadable."""
     if not all((directory / name).is_file() and (directory / name).stat().st_size > 0 for name in CHECKPOINT_FILES):

@@ -23,6 +23,7 @@ from pipeline.train import allocator
 from pipeline.config import Config
 from pipeline.run_logger import RunLogger
 from pipeline.train.data import batches
+from pipeline.train.resume import restored_checkpoint
 from pipeline.train.step import DDP_KWARGS, accumulate_gradients
 from pipeline.train.state import load_optimizer, make_optimizer, make_scheduler, save_optimizer
 
@@ -30,7 +31,7 @@ from pipeline.train.state import load_optimizer, make_optimizer, make_scheduler,
 MALLOC_TAG = "lightwam.worker_malloc"
 
 
-def _mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+def mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
     if not (dist.is_available() and dist.is_initialized()):
         return values
     t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
@@ -74,9 +75,7 @@ def train_loop_per_worker(config: dict) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, tc)
     step = 0
-    restored = ray.train.get_checkpoint()
-    if restored is None and config.get("resume_dir"):  # Ray's own record was unreadable (pipeline.train.resume)
-        restored = ray.train.Checkpoint.from_directory(config["resume_dir"])
+    restored = restored_checkpoint(config)  # Ray Train's, or the driver's recovered one (pipeline.train.resume)
     if restored:
         with restored.as_directory() as d:
             load_trainable_state(model, load_file(str(Path(d) / "model.safetensors")))
@@ -117,7 +116,7 @@ def train_loop_per_worker(config: dict) -> None:
 
         last = step == tc.steps
         if step % tc.log_every == 0 or last:
-            metrics = _mean_across_ranks(totals, device)
+            metrics = mean_across_ranks(totals, device)
             elapsed = time.perf_counter() - window_start
             metrics.update(lr=sched.get_last_lr()[0], grad_norm=grad_norm, samples_per_s=window_samples / max(elapsed, 1e-9),
                            replica_spread=_replica_spread(params, device), step=step)
