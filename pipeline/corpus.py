@@ -65,7 +65,7 @@ def check_layouts_disjoint(cfg: Config) -> int:
         taken = {eval_seed(cfg.eval.seed, task, i) for i in range(cfg.eval.episodes_per_task + EVAL_SEED_MARGIN)}
         if task in demo.tasks:
             d = demo.tasks.index(task)
-            taken |= {episode_seed(demo.seed, d, a) for a in range(ATTEMPTS_PER_EPISODE * demo.episodes(task))}
+            taken |= {episode_seed(demo.seed, d, a) for a in range(ATTEMPTS_PER_EPISODE * demo.episodes_per_task)}
         clashes += [(task, s) for s in sorted(mine & taken)]
     if clashes:
         raise CorpusError(f"corpus layouts {clashes[:5]} are demo or evaluation layouts "

@@ -53,7 +53,7 @@ def _meta_name(dataset) -> str:
 
 def audit(dataset) -> list[dict]:
     """Check a `LeRobotDataset` as a whole; returns rejected episodes as {"episode", "reason"}."""
-    required = ["episode_index", "frame_index", "timestamp", dataset.state_key, dataset.action_key]
+    required = ["episode_index", "frame_index", "timestamp", dataset.state_key] + [dataset.action_key] * dataset.has_actions
     listed = {e.index: e for e in dataset.episodes}
     meta = _meta_name(dataset)
     unlisted: dict[int, list[tuple[Path, int]]] = {}

@@ -75,7 +75,7 @@ def work(tmp_path_factory) -> Path:
 def test_ablation_reuses_the_shards_and_compare_ranks_the_runs(work):
     before = cache_files(work)
     out = run_pipeline("pipeline.run", *run_args(work, "model.expert.pooling=mean"))
-    assert "cache is up to date; nothing to do" in out.stdout
+    assert "cache reused: built" in out.stdout
     assert cache_files(work) == before  # no shard, sidecar, text embedding or manifest was rewritten
 
     baseline, ablation = runs(work)
@@ -143,7 +143,7 @@ def test_interrupted_run_stops_its_cluster_and_resumes(work):
 
     # the same command again continues: cache reused, training resumed from the checkpoint, run finished
     out = run_pipeline("pipeline.run", *args).stdout
-    assert "cache is up to date; nothing to do" in out and "continuing run" in out
+    assert "cache reused: built" in out and "continuing run" in out
     run = run_named(work, name)
     assert run.info.status == "FINISHED" and run.data.metrics["step"] == 12
     resumed = [m.value for m in mlflow_client(work).get_metric_history(run.info.run_id, "resumed_from_step")]

@@ -71,7 +71,7 @@ def test_two_submitted_jobs_share_one_cache_and_one_mlflow_experiment(tmp_path):
         second = submit(ports["dashboard"], "model.expert.pooling=mean")
         for log in (first, second):
             assert "Traceback" not in log and "Exception ignored" not in log, log[-5000:]
-        assert "cache is up to date" in second
+        assert "cache reused: built" in second
 
         # one cache, in the stable home the head gave its jobs, not in Ray's temporary copy of the repository
         caches = [p for p in (home / "work" / "cache").iterdir() if p.is_dir()]
