@@ -13,7 +13,7 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from model.light_wam import LightWAM
-from model.vae import encode
+from model.vae_single_frame import encode_single_frame
 
 
 @dataclass
@@ -60,8 +60,9 @@ class LightWAMPolicy:
         }
         if text_mask is not None:
             batch["text_mask"] = text_mask.to(self.device)[None]
+        # the one frame through the VAE's 2-D equivalent (exact; skips the causal convs' zero time slices)
+        batch["current_latent"] = encode_single_frame(self.vae, batch["current_pixels"])
         if current is not None:  # the VAE reads `pixels`, the expert's pixel path the larger frame
-            batch["current_latent"] = encode(self.vae, batch["current_pixels"])
             batch["current_pixels"] = current.to(self.device, self.vae.dtype)[None, :, None]
         actions = self.model.predict_actions(batch, vae=self.vae)[0]
         return self.action_norm.denormalize(actions.float())
