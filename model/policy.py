@@ -13,6 +13,7 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from model.light_wam import LightWAM
+from model.prompt_kv import PromptKV
 from model.vae_single_frame import encode_single_frame
 
 
@@ -44,6 +45,7 @@ class LightWAMPolicy:
     def __init__(self, model: LightWAM, vae: AutoencoderKLWan, state_norm: MinMax, action_norm: MinMax) -> None:
         self.model = model if model.inference_only else model.for_inference()
         self.vae = vae.eval().requires_grad_(False)
+        self.prompt_kv = PromptKV(self.model)  # the task's text K/V once per prompt, not every step
         self.state_norm, self.action_norm = state_norm, action_norm
         param = next(self.model.parameters())
         self.device, self.dtype = param.device, param.dtype
@@ -64,5 +66,5 @@ class LightWAMPolicy:
         batch["current_latent"] = encode_single_frame(self.vae, batch["current_pixels"])
         if current is not None:  # the VAE reads `pixels`, the expert's pixel path the larger frame
             batch["current_pixels"] = current.to(self.device, self.vae.dtype)[None, :, None]
-        actions = self.model.predict_actions(batch, vae=self.vae)[0]
+        actions = self.prompt_kv.predict_actions(batch)[0]
         return self.action_norm.denormalize(actions.float())
