@@ -62,9 +62,20 @@ class LightWAMPolicy:
         }
         if text_mask is not None:
             batch["text_mask"] = text_mask.to(self.device)[None]
-        # the one frame through the VAE's 2-D equivalent (exact; skips the causal convs' zero time slices)
-        batch["current_latent"] = encode_single_frame(self.vae, batch["current_pixels"])
         if current is not None:  # the VAE reads `pixels`, the expert's pixel path the larger frame
+            batch["current_latent"] = self.predict_latent(batch["current_pixels"])
             batch["current_pixels"] = current.to(self.device, self.vae.dtype)[None, :, None]
-        actions = self.prompt_kv.predict_actions(batch)[0]
+        actions = self.predict(batch)[0]
         return self.action_norm.denormalize(actions.float())
+
+    def predict_latent(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, 3, 1, H, W] -> the normalized latent, by the exact 2-D single-frame encode."""
+        return encode_single_frame(self.vae, pixels)
+
+    @torch.inference_mode()
+    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Normalized actions [B, H, A] of a model batch; its `current_pixels` go through the VAE when it has no
+        `current_latent`. The fast exact path: single-frame VAE encode, text K/V kept per prompt."""
+        if "current_latent" not in batch:  # the one frame through the VAE's 2-D equivalent
+            batch = dict(batch, current_latent=self.predict_latent(batch["current_pixels"]))
+        return self.prompt_kv.predict_actions(batch)

@@ -96,9 +96,7 @@ def act_batch(loaded, pixels: torch.Tensor, states: torch.Tensor, tasks: list[st
         "text_mask": mask.to(policy.device),
     }
     if current is not None:
-        from model.vae import encode
-
-        batch["current_latent"] = encode(policy.vae, batch["current_pixels"])
+        batch = dict(batch, current_latent=policy.predict_latent(batch["current_pixels"]))
         batch["current_pixels"] = current.to(policy.device, policy.vae.dtype)[:, :, None]
-    actions = policy.model.predict_actions(batch, vae=policy.vae)
+    actions = policy.predict(batch)
     return policy.action_norm.denormalize(actions.float()).cpu()
