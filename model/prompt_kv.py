@@ -82,7 +82,8 @@ class PromptKV:
             proc.prompt = (text.clone(), None if text_mask is None else text_mask.clone())
 
     @contextlib.contextmanager
-    def _active(self):
+    def active(self):
+        """Within: the blocks' cross-attention takes the step's context tokens after the kept text K/V."""
         procs = [block.attn2.processor for block in self.blocks]
         for p in procs:
             p.active = True
@@ -100,7 +101,7 @@ class PromptKV:
         dtype = next(bb.parameters()).dtype
         latent = batch["current_latent"].to(dtype)
         proprio_token = bb.proprio_proj(batch["proprio"].to(dtype))[:, None]  # the step's only context token
-        with self._active():
+        with self.active():
             fused, _ = bb(latent, proprio_token, None, truncate=True)
         return model.expert(fused, model.patch_grid(latent), batch["proprio"], batch.get("current_pixels"),
                             instruction_code(batch["text"], batch.get("text_mask")))

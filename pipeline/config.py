@@ -211,6 +211,14 @@ class Allocator(str, Enum):
     tcmalloc = "tcmalloc"
 
 
+class Precision(str, Enum):
+    """auto = bf16 autocast on CUDA with bf16, else fp32; bf16 = bf16 autocast (CPU too), fp32 master weights."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 @dataclass
 class TrainConfig:
     run_name: str = ""  # empty = derived from config hash
@@ -240,6 +248,7 @@ class TrainConfig:
     # and recompute only the cheap ops (norms, RoPE, GELU, LoRA's rank-r products)
     full_recompute_blocks: int = 4
     allocator: Allocator = Allocator.auto  # malloc of the training workers (LD_PRELOAD)
+    precision: Precision = Precision.auto  # autocast of the forward passes; weights and AdamW state stay fp32
 
 
 @dataclass
