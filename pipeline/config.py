@@ -203,12 +203,14 @@ class ModelConfig:
 
 
 class Allocator(str, Enum):
-    """auto = tcmalloc (Debian: libtcmalloc-minimal4), else jemalloc (libjemalloc2), else the C library's malloc."""
+    """auto = tcmalloc (Debian: libtcmalloc-minimal4), else jemalloc (libjemalloc2), else mimalloc (the
+    cmeel-mimalloc wheel, installed by `make setup`), else the C library's malloc."""
 
     auto = "auto"
     system = "system"
     jemalloc = "jemalloc"
     tcmalloc = "tcmalloc"
+    mimalloc = "mimalloc"
 
 
 class Precision(str, Enum):
