@@ -177,7 +177,7 @@ def main() -> None:
 
     print(f"\nmachine: {machine(args.threads)}; bf16: {bf16_note()}; batch 1, "
           f"median of {args.runs} after {args.warmup} warm-up, malloc {args.malloc}")
-    head = (f"{'preset':7} {'path':19} {'blocks':>6} {'step s':>7} {'CPU s':>6} {'VAE s':>6} {'DiT s':>6} {'expert s':>8} "
+    head = (f"{'preset':7} {'path':19} {'blocks':>6} {'step s':>7} {'CPU s':>7} {'VAE s':>6} {'DiT s':>6} {'expert s':>8} "
             f"{'prompt s':>8} {'step GiB':>8} {'setup GiB':>9} {'vs fast':>7} {'act diff':>8}")
     print(head + "\n" + "-" * len(head))
     by = {(r["preset"], r["path"]): r for r in rows}
@@ -185,7 +185,7 @@ def main() -> None:
         ref = by.get((r["preset"], "fast"))
         ratio = f"{r['step_s'] / ref['step_s']:.2f}x" if ref else "-"
         diff = f"{max(abs(a - b) for a, b in zip(r['actions'], ref['actions'])):.1e}" if ref else "-"
-        print(f"{r['preset']:7} {r['path']:19} {r['blocks']:>6} {r['step_s']:>7.3f} {r['cpu_s']:>6.2f} {r['vae_s']:>6.3f} {r['dit_s']:>6.3f} "
+        print(f"{r['preset']:7} {r['path']:19} {r['blocks']:>6} {r['step_s']:>7.3f} {r['cpu_s']:>7.3f} {r['vae_s']:>6.3f} {r['dit_s']:>6.3f} "
               f"{r['expert_s']:>8.3f} {r['prompt_s']:>8.3f} {r['step_peak_gib']:>8.2f} {r['setup_peak_gib']:>9.2f} "
               f"{ratio:>7} {diff:>8}")
     for preset in args.presets.split(","):
