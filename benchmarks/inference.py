@@ -174,6 +174,7 @@ def main() -> None:
             if out.returncode:
                 sys.exit(f"{preset}/{path} failed:\n{out.stderr[-3000:]}")
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "actions"}), file=sys.stderr, flush=True)
 
     print(f"\nmachine: {machine(args.threads)}; bf16: {bf16_note()}; batch 1, "
           f"median of {args.runs} after {args.warmup} warm-up, malloc {args.malloc}")
