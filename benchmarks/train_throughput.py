@@ -7,10 +7,12 @@ latents 2x2-downsampled against at full resolution. Decoding the mp4s is done
 once beforehand and excluded from every arm, so the uncached arms are, if
 anything, flattered.
 
-Part B (paper preset, random weights, batch 1, fp32): time and peak memory of
-one training step, each configuration in its own subprocess.
+Part B (random weights, DDP world size 1): time and peak memory of one training
+step, each configuration in its own subprocess (the malloc is preloaded at its
+start): the paper preset at batch 1, and the demo preset at its batch size by
+malloc and precision (`train.precision=bf16`: autocast, fp32 weights and AdamW state).
 
-    python -m benchmarks.train_throughput [--steps 4] [--skip-paper | --only-paper] [--rows 0 4]
+    python -m benchmarks.train_throughput [--steps 4] [--skip-paper | --only-paper] [--rows 0 4] [--presets paper,demo]
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 
 def machine() -> str:
@@ -48,12 +49,13 @@ def peak_gib() -> float:
 # ---------------------------------------------------------------- part A: cache and downsample
 def real_clips(cfg, count: int) -> list[dict]:
     """`count` training samples of the demo dataset as pixels (decoded, resized, cameras joined)."""
-    from sim.demos import ensure_demo_dataset
-    from stages.decode import clip_pixels, resize
+    from model.pixels import resize
+    from pipeline.preprocess import dataset_root
+    from stages.decode import clip_pixels
     from stages.lerobot import LeRobotDataset
     from stages.plan import ClipGeometry, plan_episode
 
-    reader = LeRobotDataset(ensure_demo_dataset(cfg))
+    reader = LeRobotDataset(dataset_root(cfg))
     geom, c = ClipGeometry.from_config(cfg.cache), cfg.cache
     samples = []
     for episode in reader.episodes:
@@ -163,6 +165,8 @@ class StepSetup:
     checkpoint_blocks: int  # -1 = all
     full_recompute_blocks: int
     allocator: str  # train.allocator value
+    preset: str = "paper"
+    precision: str = "fp32"  # train.precision value
 
     def label(self) -> str:
         if self.checkpoint_blocks == 0:
@@ -171,7 +175,8 @@ class StepSetup:
             ckpt = "every block, full recompute"
         else:
             ckpt = f"every block, cheap ops only ({self.full_recompute_blocks} first blocks full)"
-        return f"| {'video, then action' if self.separate_passes else 'one joint pass'} | {ckpt} | {self.allocator} |"
+        passes = 'video, then action' if self.separate_passes else 'one joint pass'
+        return f"| {self.preset} | {passes} | {ckpt} | {self.allocator} | {self.precision} |"
 
 
 SETUPS = [
@@ -182,11 +187,32 @@ SETUPS = [
     StepSetup(True, -1, 0, "tcmalloc"),
     StepSetup(True, -1, 4, "jemalloc"),
     StepSetup(True, -1, 4, "tcmalloc"),  # the defaults (train.allocator=auto where tcmalloc is installed)
+    StepSetup(True, -1, 4, "mimalloc"),  # the defaults on a fresh machine (auto: the cmeel-mimalloc wheel)
+    StepSetup(True, -1, 4, "mimalloc", precision="bf16"),
+    # the demo step (demo defaults: no checkpointing)
+    StepSetup(True, 0, 0, "system", "demo"),
+    StepSetup(True, 0, 0, "mimalloc", "demo"),
+    StepSetup(True, 0, 0, "tcmalloc", "demo"),
+    StepSetup(True, 0, 0, "system", "demo", "bf16"),
+    StepSetup(True, 0, 0, "mimalloc", "demo", "bf16"),
 ]
 
 
+def step_batch(cfg, batch_size: int) -> dict:
+    """Random tensors with the shapes of a cached batch of `cfg`."""
+    c, m = cfg.cache, cfg.model
+    h, w, pool = c.image_height // 8, 2 * c.image_width // 8, c.latent_downsample
+    frames = 1 + (c.num_frames - 1) // 4
+    b = batch_size
+    return {"video_latents": torch.randn(b, 16, frames, h // pool, w // pool),
+            "video_frame_mask": torch.ones(b, frames, dtype=torch.bool),
+            "current_latent": torch.randn(b, 16, 1, h, w), "text": torch.randn(b, c.text.max_tokens, c.text.dim),
+            "proprio": torch.rand(b, m.proprio_dim) * 2 - 1, "actions": torch.rand(b, m.action_horizon, m.action_dim) * 2 - 1,
+            "action_mask": torch.ones(b, m.action_horizon, dtype=torch.bool)}
+
+
 def paper_step(setup: StepSetup) -> dict:
-    """Three optimizer steps of the paper model through the workers' own step code, DDP (gloo, world size 1)."""
+    """Three optimizer steps (paper; demo: eight) through the workers' own step code, DDP (gloo, world size 1)."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
@@ -194,12 +220,13 @@ def paper_step(setup: StepSetup) -> dict:
     from pipeline.train import allocator
     from pipeline.cli import load_config
     from pipeline.train.state import make_optimizer
+    from pipeline.config import Precision
     from pipeline.train.step import DDP_KWARGS, accumulate_gradients
 
     if allocator.active() != setup.allocator:
         raise RuntimeError(f"asked for malloc {setup.allocator}, running on {allocator.active()}")
     torch.set_num_threads(os.cpu_count() or 1)
-    cfg = load_config(["preset=paper"])[0]
+    cfg = load_config([f"preset={setup.preset}"])[0]
     model = build_model(cfg.model, fast_init=True)
     model.backbone.checkpoint_blocks = setup.checkpoint_blocks
     model.backbone.full_recompute_blocks = setup.full_recompute_blocks
@@ -207,48 +234,54 @@ def paper_step(setup: StepSetup) -> dict:
     opt = make_optimizer(params, cfg.train)
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     ddp = DistributedDataParallel(model, **DDP_KWARGS)
-    # 224x448 pixels -> 28x56 latents; the clip pooled 2x2 -> 14x28; 3 latent frames
-    batch = {"video_latents": torch.randn(1, 16, 3, 14, 28), "video_frame_mask": torch.ones(1, 3, dtype=torch.bool),
-             "current_latent": torch.randn(1, 16, 1, 28, 56), "text": torch.randn(1, 128, 4096),
-             "proprio": torch.rand(1, 8) * 2 - 1, "actions": torch.rand(1, 32, 7) * 2 - 1,
-             "action_mask": torch.ones(1, 32, dtype=torch.bool)}
-    times = []
-    for _ in range(3):  # the first step also allocates AdamW's state
-        start = time.perf_counter()
-        accumulate_gradients(ddp, [batch], cfg.model, setup.separate_passes, torch.device("cpu"))
+    # paper: 224x448 pixels -> 28x56 latents; the clip pooled 2x2 -> 14x28; 3 latent frames
+    batch = step_batch(cfg, 1 if setup.preset == "paper" else cfg.train.batch_size)
+    times, cpu_times, losses = [], [], []
+    for _ in range(3 if setup.preset == "paper" else 8):  # the first step also allocates AdamW's state
+        start, cpu = time.perf_counter(), time.process_time()
+        last_loss = accumulate_gradients(ddp, [batch], cfg.model, setup.separate_passes, torch.device("cpu"),
+                                         Precision(setup.precision))["loss"]
         torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu)
+        losses.append(float(last_loss))
     dist.destroy_process_group()
-    return {"first_s": times[0], "step_s": statistics.median(times[1:]), "peak_gib": peak_gib(),
+    return {"first_s": times[0], "step_s": statistics.median(times[1:]), "cpu_s": statistics.median(cpu_times[1:]),
+            "peak_gib": peak_gib(), "losses": losses,
             "malloc": allocator.active(), "trainable_m": sum(p.numel() for p in params) / 1e6}
 
 
-def part_b(only: list[int] | None) -> None:
+def part_b(only: list[int] | None, presets: list[str]) -> None:
     from pipeline.train import allocator
     from pipeline.config import Allocator
 
-    print("\nPart B: paper preset, one training step (random weights, batch 1, fp32, AdamW, DDP world size 1)")
-    print(f"machine: {machine()}, load average {os.getloadavg()[0]:.1f}\n")
-    print("| passes | activation checkpointing | allocator | first step s | step s (median of 2) | peak RSS GiB |")
-    print("|---|---|---|---|---|---|")
+    from model.precision import bf16_support
+
+    print("\nPart B: one training step (random weights, paper batch 1, demo its batch size, AdamW, DDP world size 1)")
+    print(f"machine: {machine()}, load average {os.getloadavg()[0]:.1f}; bf16: {bf16_support('cpu')[1]}\n")
+    print("| preset | passes | activation checkpointing | allocator | precision | first step s | step s (median; CPU s) "
+          "| peak RSS GiB |")
+    print("|---|---|---|---|---|---|---|---|")
     for index, setup in enumerate(SETUPS):
-        if only and index not in only:
+        if (only and index not in only) or setup.preset not in presets:
             continue
         try:
             env = {**os.environ, **allocator.worker_env(Allocator(setup.allocator))}
         except ValueError as err:
             print(f"{setup.label()} skipped: {err} | | |", flush=True)
             continue
-        out = subprocess.run([sys.executable, __file__, "--paper-child", json.dumps(asdict(setup))],
+        out = subprocess.run([sys.executable, "-m", "benchmarks.train_throughput", "--paper-child",
+                              json.dumps(asdict(setup))],
                              capture_output=True, text=True, env=env)
         if out.returncode != 0:
             reason = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"
             print(f"{setup.label()} failed: {reason} | | |", flush=True)
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{setup.label()} {r['first_s']:.1f} | {r['step_s']:.1f} | {r['peak_gib']:.2f} |", flush=True)
+        print(f"{setup.label()} {r['first_s']:.2f} | {r['step_s']:.3f} (CPU {r['cpu_s']:.3f}) | {r['peak_gib']:.2f} |",
+              flush=True)
     print("\nfor scale: the paper authors' code on this machine kind needs ~22-24 GiB without checkpointing "
           "(does not fit 24 GiB), ~32 s/step and ~19 GiB with per-block checkpointing; target <= 14 GiB, <= 32 s")
 
@@ -259,6 +292,7 @@ def main() -> None:
     parser.add_argument("--skip-paper", action="store_true")
     parser.add_argument("--only-paper", action="store_true")
     parser.add_argument("--rows", type=int, nargs="*", help="part B: only these rows (0-based)")
+    parser.add_argument("--presets", default="paper,demo", help="part B: the presets whose rows run")
     parser.add_argument("--paper-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.paper_child is not None:
@@ -267,7 +301,7 @@ def main() -> None:
     if not args.only_paper:
         part_a(args.steps)
     if not args.skip_paper:
-        part_b(args.rows)
+        part_b(args.rows, args.presets.split(","))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from diffusers import AutoencoderKLWan
 from model.light_wam import LightWAM
 from model.normalize import MinMax
 from model.pixels import join_cameras, to_unit_range
+from model.prompt_kv import PromptKV
+from model.vae_single_frame import encode_single_frame
 
 CAMERA_PREFIX = "observation.images."
 
@@ -63,6 +65,7 @@ class LightWAMPolicy:
                  prompts: Prompts, cameras: list[str], image_size: tuple[int, int]) -> None:
         self.model = model if model.inference_only else model.for_inference()
         self.vae = vae.eval().requires_grad_(False)
+        self.prompt_kv = PromptKV(self.model)  # the task's text K/V once per prompt, not every step
         self.state_norm, self.action_norm = state_norm, action_norm
         self.prompts = prompts
         self.cameras = [camera_name(c) for c in cameras]
@@ -98,12 +101,24 @@ class LightWAMPolicy:
             "text": text,
             "text_mask": text_mask,
         }
-        actions = self.model.predict_actions(batch, vae=self.vae)
+        actions = self.predict(batch)
         return self.action_norm.denormalize(actions.float()).cpu().numpy()
 
     def act(self, observation: Observation) -> np.ndarray:
         """Raw action chunk [H, A] for one observation."""
         return self.act_batch([observation])[0]
+
+    def predict_latent(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, 3, 1, H, W] -> the normalized latent, by the exact 2-D single-frame encode."""
+        return encode_single_frame(self.vae, pixels)
+
+    @torch.inference_mode()
+    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Normalized actions [B, H, A] of a model batch; its `current_pixels` go through the VAE when it has no
+        `current_latent`. The fast exact path: single-frame VAE encode, text K/V kept per prompt."""
+        if "current_latent" not in batch:  # the one frame through the VAE's 2-D equivalent
+            batch = dict(batch, current_latent=self.predict_latent(batch["current_pixels"]))
+        return self.prompt_kv.predict_actions(batch)
 
 
 def resize_one(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -21,12 +21,22 @@ from stages.config import CacheConfig, DataConfig
 
 
 class Allocator(str, Enum):
-    """auto = tcmalloc (Debian: libtcmalloc-minimal4), else jemalloc (libjemalloc2), else the C library's malloc."""
+    """auto = tcmalloc (Debian: libtcmalloc-minimal4), else jemalloc (libjemalloc2), else mimalloc (the
+    cmeel-mimalloc wheel, installed by `make setup`), else the C library's malloc."""
 
     auto = "auto"
     system = "system"
     jemalloc = "jemalloc"
     tcmalloc = "tcmalloc"
+    mimalloc = "mimalloc"
+
+
+class Precision(str, Enum):
+    """auto = bf16 autocast on CUDA with bf16, else fp32; bf16 = bf16 autocast (CPU too), fp32 master weights."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
 
 
 @dataclass
@@ -58,6 +68,7 @@ class TrainConfig:
     # and recompute only the cheap ops (norms, RoPE, GELU, LoRA's rank-r products)
     full_recompute_blocks: int = 4
     allocator: Allocator = Allocator.auto  # malloc of the training workers (LD_PRELOAD)
+    precision: Precision = Precision.auto  # autocast of the forward passes; weights and AdamW state stay fp32
 
 
 @dataclass

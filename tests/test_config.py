@@ -1,5 +1,6 @@
 """The config CLI: presets load, overrides apply, bad keys and values are refused clearly."""
 
+import os
 import subprocess
 import sys
 
@@ -90,10 +91,22 @@ def test_allocator_choice_names_the_missing_library():
     from pipeline.config import Allocator
 
     assert allocator.worker_env(Allocator.system) == {}
+    for choice in (Allocator.tcmalloc, Allocator.jemalloc):
+        if allocator.library(choice) is None:  # not installed: an explicit choice fails naming the package
+            with pytest.raises(ValueError, match="apt-get install"):
+                allocator.worker_env(choice)
+    # auto never falls back to the C library's malloc: mimalloc comes with the project's wheels
     auto = allocator.resolve(Allocator.auto)
-    if auto == Allocator.system:  # neither is installed: an explicit choice fails naming the package
-        with pytest.raises(ValueError, match="libtcmalloc-minimal4"):
-            allocator.worker_env(Allocator.tcmalloc)
-    else:
-        assert allocator.worker_env(Allocator.auto)["LD_PRELOAD"].endswith(allocator.SONAMES[auto])
-    assert allocator.active() in ("jemalloc", "tcmalloc", "system")
+    assert auto != Allocator.system
+    assert allocator.worker_env(Allocator.auto)["LD_PRELOAD"].endswith(allocator.library(auto))
+    assert allocator.active() in ("jemalloc", "tcmalloc", "mimalloc", "system")
+
+
+def test_mimalloc_from_the_wheel_is_what_a_worker_runs_on():
+    from pipeline.train import allocator
+    from pipeline.config import Allocator
+
+    env = {**os.environ, **allocator.worker_env(Allocator.mimalloc)}
+    code = "from pipeline.train import allocator; print(allocator.active())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "mimalloc"

@@ -22,14 +22,19 @@ import torch
 from torch import nn
 
 from model.config import ModelConfig
+from model.precision import warn_if_slow_bf16
+from pipeline.config import Precision
 
 # How the workers wrap the model: passes that skip parameters, and no second copy of the gradients.
 DDP_KWARGS = {"find_unused_parameters": True, "gradient_as_bucket_view": True}
 
 
-def autocast(device: torch.device):
-    """bf16 autocast where the device supports it; plain fp32 on CPU."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+def autocast(device: torch.device, precision: Precision = Precision.auto):
+    """bf16 autocast for `bf16`, and for `auto` on a CUDA device with bf16; else plain fp32."""
+    if precision == Precision.bf16:
+        warn_if_slow_bf16(device, "train.precision=bf16")
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == Precision.auto and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -45,7 +50,8 @@ def branch_passes(cfg: ModelConfig, separate: bool) -> list[str]:
 
 
 def accumulate_gradients(model: nn.Module, micro_batches: list[dict[str, torch.Tensor]], cfg: ModelConfig,
-                         separate_branches: bool, device: torch.device) -> dict[str, float]:
+                         separate_branches: bool, device: torch.device,
+                         precision: Precision = Precision.auto) -> dict[str, float]:
     """Forward and backward every pass of every micro-batch; returns the step's mean losses.
 
     `model` is the DDP-wrapped model (or the bare one); `.grad` holds the mean
@@ -57,7 +63,7 @@ def accumulate_gradients(model: nn.Module, micro_batches: list[dict[str, torch.T
     for i, (batch, branch) in enumerate(passes):
         last = i == len(passes) - 1
         sync = model.no_sync() if (not last and hasattr(model, "no_sync")) else contextlib.nullcontext()
-        with sync, autocast(device):
+        with sync, autocast(device, precision):
             out = model(batch, branch=branch)
             (out["loss"] * scale).backward()
         for key in ("video_loss", "action_loss"):

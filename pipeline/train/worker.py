@@ -104,7 +104,8 @@ def train_loop_per_worker(config: dict) -> None:
     while step < tc.steps:
         model.train()
         micro_batches = [next(data) for _ in range(tc.grad_accum)]
-        totals = accumulate_gradients(ddp, micro_batches, cfg.model, tc.separate_branch_passes, device)
+        totals = accumulate_gradients(ddp, micro_batches, cfg.model, tc.separate_branch_passes, device,
+                                      tc.precision)
         batch = micro_batches[-1]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))
         opt.step()
