@@ -10,6 +10,7 @@ inference (LoRA merged, blocks after the last fused one dropped).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,7 @@ class LightWAMPolicy:
         self.model = model if model.inference_only else model.for_inference()
         self.vae = vae.eval().requires_grad_(False)
         self.prompt_kv = PromptKV(self.model)  # the task's text K/V once per prompt, not every step
+        self._lock = threading.Lock()  # the kept K/V live in the model's processors: one prediction at a time
         self.state_norm, self.action_norm = state_norm, action_norm
         self.prompts = prompts
         self.cameras = [camera_name(c) for c in cameras]
@@ -118,7 +120,8 @@ class LightWAMPolicy:
         `current_latent`. The fast exact path: single-frame VAE encode, text K/V kept per prompt."""
         if "current_latent" not in batch:  # the one frame through the VAE's 2-D equivalent
             batch = dict(batch, current_latent=self.predict_latent(batch["current_pixels"]))
-        return self.prompt_kv.predict_actions(batch)
+        with self._lock:
+            return self.prompt_kv.predict_actions(batch)
 
 
 def resize_one(image: np.ndarray, height: int, width: int) -> np.ndarray:
