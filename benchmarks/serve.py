@@ -4,7 +4,7 @@
 
 Per preset: a policy bundle of that preset's model with random weights (cost does not depend on values) is
 written by the real bundle writer; then
-  in-process  `pipeline.serve_policy.infer` (what the server's worker runs) called directly, batch 1;
+  in-process  `pipeline.serve.policy.infer` (what the server's worker runs) called directly, batch 1;
   server      the same observation through `python -m pipeline.serve` (its own process) with the real
               openpi client: round trip p50/p99. The two alternate request by request, so a busy machine
               slows both alike; the overhead is the median of the paired differences;
@@ -54,7 +54,7 @@ def percentiles(ms: list[float]) -> tuple[float, float]:
 def load_local(bundle: Path, preset: str):
     from pipeline.cli import load_config
     from pipeline.policy_bundle import load_policy
-    from pipeline.serve_policy import describe
+    from pipeline.serve.policy import describe
 
     return describe(load_policy(bundle), load_config([f"preset={preset}"])[0], {})
 
@@ -76,8 +76,8 @@ def paired(served, port: int, size: int, requests: int) -> tuple[list[float], li
     """In-process and through-the-server requests alternated, so both see the same machine load."""
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
-    from pipeline.serve_policy import infer
-    from pipeline.serve_protocol import validate
+    from pipeline.serve.policy import infer
+    from pipeline.serve.protocol import validate
 
     client = WebsocketClientPolicy("127.0.0.1", port)
     obs = observation(client.get_server_metadata(), size, 0)
@@ -152,8 +152,9 @@ def main() -> None:
     ap.add_argument("--clients", default="1,4,16")
     args = ap.parse_args()
 
-    from pipeline.cli import load_config
     from serve_bundle import random_bundle
+
+    from pipeline.cli import load_config
 
     rows, loads = [], []
     for preset in args.presets.split(","):

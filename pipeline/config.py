@@ -14,7 +14,7 @@ from enum import Enum
 from cluster.config import ClusterConfig
 from model.config import ModelConfig
 from pipeline.prior_config import PretrainConfig, VaeFitRunConfig
-from pipeline.serve_config import ServeConfig
+from pipeline.serve.config import ServeConfig
 from sim.config import DemoConfig, EvalConfig
 from sim.corpus_config import CorpusConfig
 from stages.config import CacheConfig, DataConfig

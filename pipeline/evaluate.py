@@ -23,8 +23,8 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.cli import parse_or_exit
 from model.policy import camera_name
+from pipeline.cli import parse_or_exit
 from pipeline.config import Config
 from pipeline.console import console
 from pipeline.logged_progress import LoggedProgress
@@ -208,7 +208,7 @@ def evaluate_model(cfg: Config, show_progress: bool = True) -> dict[str, Any]:
 
 def server_policy(cfg: Config, info) -> ChunkPolicy:
     """`eval.via_server`: the chunks come from a running `pipeline.serve`, which must serve this very policy."""
-    from pipeline.serve_client import ServerPolicy
+    from pipeline.serve.client import ServerPolicy
 
     policy = ServerPolicy(cfg.eval.via_server)
     served = policy.metadata

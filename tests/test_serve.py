@@ -23,16 +23,15 @@ import numpy as np
 import pytest
 from openpi_client import msgpack_numpy
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
+from serve_bundle import tiny_bundle
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from model.policy import Observation, camera_name
 from pipeline.cli import load_config
 from pipeline.policy_bundle import load_policy
-from pipeline.serve import PolicyServer
-from pipeline.serve_policy import describe
-from serve_bundle import tiny_bundle
-
-from model.policy import Observation, camera_name
+from pipeline.serve.policy import describe
+from pipeline.serve.server import PolicyServer
 
 PROMPT = "reach the goal position"
 CAMERAS = ("observation.images.corner", "observation.images.gripperPOV")
@@ -259,8 +258,8 @@ def test_api_key_is_required_when_set(bundle, loaded):
 
 
 def test_network_bind_needs_a_key_or_insecure(bundle, tmp_path, monkeypatch, caplog):
-    from pipeline.serve import api_key_for, main
-    from pipeline.serve_config import ServeConfig
+    from pipeline.serve.config import ServeConfig
+    from pipeline.serve.server import api_key_for, main
 
     monkeypatch.delenv("LIGHTWAM_API_KEY", raising=False)
     with pytest.raises(ValueError, match="API key"):
@@ -279,7 +278,7 @@ def test_closed_loop_metaworld_through_the_server_matches_in_process(bundle, loa
 
     On a server with the default idle timeout: simulating a chunk may take longer than the module server's 2 s.
     """
-    from pipeline.serve_client import ServerPolicy
+    from pipeline.serve.client import ServerPolicy
     from sim.evaluation import evaluate, plan_episodes
     from sim.policies import LearnedPolicy
     from sim.rollout import EnvSpec, LoopSettings

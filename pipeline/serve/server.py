@@ -1,16 +1,4 @@
-"""`python -m pipeline.serve model=<models:/name@alias | runs:/id/path | bundle dir> [serve.* overrides]`
-
-Serves a policy bundle to robots over openpi's websocket protocol, so an unmodified `openpi-client`
-(`WebsocketClientPolicy(host, port, api_key=...)`) drives it: one metadata frame on connect, then one msgpack
-observation in, one `{"actions": [H, A] float32, "server_timing": {...}}` out, until the client leaves. A bad
-request gets a text frame naming what is wrong, then a close with code 1011 (openpi's convention); the server
-keeps serving everyone else. `GET /healthz` answers 200 without authentication.
-
-Safe by default: binds 127.0.0.1; any other host needs an API key (`serve.api_key` or $LIGHTWAM_API_KEY,
-checked against the `Authorization: Api-Key <key>` header) unless `serve.insecure=true`. Frames are bounded
-(`serve.max_message_mib`), handshakes and idle clients time out, and one worker thread owns the model, so
-inference runs in arrival order and never blocks the event loop (health checks, other handshakes).
-"""
+"""The policy server: websocket handling, auth, limits and the one inference thread (`python -m pipeline.serve`)."""
 
 from __future__ import annotations
 
@@ -35,9 +23,22 @@ from websockets.http11 import Request, Response
 
 from pipeline.cli import parse_or_exit
 from pipeline.config import Config
-from pipeline.serve_config import API_KEY_ENV, ServeConfig
-from pipeline.serve_policy import ServedPolicy, dummy_observation, infer, load_served, max_message_bytes
-from pipeline.serve_protocol import Observation, ObservationError, ProtocolError, packb, unpackb, validate
+from pipeline.serve.config import API_KEY_ENV, ServeConfig
+from pipeline.serve.policy import (
+    ServedPolicy,
+    dummy_observation,
+    infer,
+    load_served,
+    max_message_bytes,
+)
+from pipeline.serve.protocol import (
+    Observation,
+    ObservationError,
+    ProtocolError,
+    packb,
+    unpackb,
+    validate,
+)
 
 log = logging.getLogger("pipeline.serve")
 HEALTH_PATH = "/healthz"
@@ -216,7 +217,3 @@ def main(argv: list[str] | None = None) -> None:
         log.error("serve failed: %s", err)
         raise SystemExit(1) from None
     log.info("stopped")
-
-
-if __name__ == "__main__":
-    main()

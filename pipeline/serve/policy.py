@@ -15,8 +15,8 @@ import numpy as np
 
 from model.policy import Observation, camera_name
 from pipeline.config import Config
-from pipeline.serve_config import ServeConfig
-from pipeline.serve_protocol import ObservationSpec
+from pipeline.serve.config import ServeConfig
+from pipeline.serve.protocol import ObservationSpec
 
 
 @dataclass

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from model.policy import camera_name
-from pipeline.serve_config import API_KEY_ENV
+from pipeline.serve.config import API_KEY_ENV
 from sim.rollout import Request
 
 
