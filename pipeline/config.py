@@ -55,6 +55,10 @@ class TrainConfig:
     # keep each worker's decoded shards in RAM after the first epoch (same order, no tar parsing again);
     # costs about the cache's size on disk, so it is for caches that fit in memory
     keep_shards_in_memory: bool = False
+    # the cache's last shards (whole episodes) kept out of training: their action and video losses are logged
+    # as val_* at every checkpoint, with fixed noise, so runs compare on data they never fitted (0 = off)
+    heldout_shards: int = 0
+    val_batches: int = 4  # batches of train.batch_size per validation
     num_workers: int = 4
     use_gpu: bool = False
     checkpoint_every: int = 1000

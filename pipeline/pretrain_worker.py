@@ -22,21 +22,11 @@ from safetensors.torch import load_file, save_file
 from model.video_prior import VideoPrior
 from pipeline.pretrain_pictures import future_frames_figure
 from pipeline.run_logger import RunLogger
-from pipeline.train.data import batches
+from pipeline.train.data import batches, split_cache
 from pipeline.train.resume import restored_checkpoint
 from pipeline.train.state import load_optimizer, make_optimizer, make_scheduler, save_optimizer
 from pipeline.train.step import DDP_KWARGS
 from pipeline.train.worker import mean_across_ranks
-
-
-def split_cache(cache, heldout: int):
-    """(training, held-out) views of the cache: its last `heldout` shards are never trained on."""
-    if heldout < 0 or heldout >= len(cache.shard_paths):
-        raise ValueError(f"pretrain.heldout_shards={heldout} must leave training shards: the cache has "
-                         f"{len(cache.shard_paths)} (lower cache.samples_per_shard for more)")
-    cut = len(cache.shard_paths) - heldout
-    return (dataclasses.replace(cache, shard_paths=cache.shard_paths[:cut]),
-            dataclasses.replace(cache, shard_paths=cache.shard_paths[cut:]))
 
 
 @torch.no_grad()
@@ -80,7 +70,7 @@ def pretrain_loop_per_worker(config: dict) -> None:
     ddp = ray.train.torch.prepare_model(prior, parallel_strategy_kwargs=DDP_KWARGS)
     sched = make_scheduler(opt, tc, step)
 
-    train_cache, val_cache = split_cache(config["cache"], pc.heldout_shards)
+    train_cache, val_cache = split_cache(config["cache"], pc.heldout_shards, "pretrain.heldout_shards")
     data = batches(cfg, train_cache, rank, world, skip=step * tc.batch_size, device=device)
     logger = RunLogger(config["tracking_uri"], config["mlflow_run_id"]) if rank == 0 else None
     val = []

@@ -122,6 +122,16 @@ def test_registered_model_acts_like_the_trained_model(trained):
         assert norm.high.tolist() == pytest.approx(cache.stats[name]["max"])
 
 
+def test_held_out_episodes_give_validation_losses_at_each_checkpoint(workspace):
+    cfg = cfg_for(workspace, "train.steps=4", "train.checkpoint_every=2", "train.num_workers=1",
+                  "train.heldout_shards=1", "train.val_batches=2")
+    result = train(cfg)
+    for key in ("val_loss", "val_video_loss", "val_action_loss"):  # the last shard's episodes, never trained on
+        assert len(metric_history(cfg, result.run_id, key)) == 2, key  # steps 2 and 4
+    with pytest.raises(ValueError, match="train.heldout_shards=4 must leave training shards"):
+        train(cfg_for(workspace, "train.heldout_shards=4"))
+
+
 def test_crashing_run_ends_failed(workspace):
     cfg = cfg_for(workspace, "train.steps=2", "train.max_failures=0", "model.expert.num_heads=3")  # 32 % 3 != 0
     with pytest.raises(Exception):

@@ -12,6 +12,7 @@ resumed run skips exactly the samples it already consumed.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 
@@ -23,6 +24,16 @@ from model.normalize import MinMax
 from pipeline.config import Config
 from stages.cache_loader import CacheHandle
 from stages.schema import BATCH_KEYS, OPTIONAL_BATCH_KEYS
+
+
+def split_cache(cache: CacheHandle, heldout: int, key: str = "train.heldout_shards") -> tuple[CacheHandle, CacheHandle]:
+    """(training, held-out) views of the cache: its last `heldout` shards (whole episodes) are never trained on."""
+    if heldout < 0 or heldout >= len(cache.shard_paths):
+        raise ValueError(f"{key}={heldout} must leave training shards: the cache has {len(cache.shard_paths)} "
+                         "(lower cache.samples_per_shard for more)")
+    cut = len(cache.shard_paths) - heldout
+    return (dataclasses.replace(cache, shard_paths=cache.shard_paths[:cut]),
+            dataclasses.replace(cache, shard_paths=cache.shard_paths[cut:]))
 
 
 def random_shift(pixels: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:

@@ -28,6 +28,7 @@ from pipeline.policy_bundle import write_bundle
 from pipeline.preprocess import open_cache_for
 from pipeline.pretrained import describe, resolve_config_paths
 from pipeline.train.allocator import worker_env
+from pipeline.train.data import split_cache
 from pipeline.train.progress import TrainingProgress
 from pipeline.train.resume import recover_unreadable_snapshot
 from pipeline.train.worker import train_loop_per_worker
@@ -99,6 +100,11 @@ def train(cfg: Config, cache: CacheHandle | None = None) -> TrainResult:
     resolve_config_paths(cfg)  # models:/ URIs -> local diffusers directories
     cache = cache or open_cache_for(cfg)
     require_actions(cache)
+    training, _ = split_cache(cache, cfg.train.heldout_shards)  # a split that leaves nothing fails before Ray
+    if len(training.shard_paths) < cfg.train.num_workers:
+        raise ValueError(f"cache {cache.cache_dir}: {len(training.shard_paths)} training shard(s) "
+                         f"({cfg.train.heldout_shards} held out) cannot feed train.num_workers={cfg.train.num_workers}; "
+                         "lower cache.samples_per_shard and rebuild the cache")
     experiment_id = tracking.setup(cfg)
     uri = tracking.tracking_uri(cfg)
     name = run_name(cfg)

@@ -22,7 +22,7 @@ from model.light_wam import build_model
 from pipeline.train import allocator
 from pipeline.config import Config
 from pipeline.run_logger import RunLogger
-from pipeline.train.data import batches
+from pipeline.train.data import batches, split_cache
 from pipeline.train.resume import restored_checkpoint
 from pipeline.train.step import DDP_KWARGS, accumulate_gradients
 from pipeline.train.state import load_optimizer, make_optimizer, make_scheduler, save_optimizer
@@ -58,6 +58,25 @@ def _save(directory: Path, model, opt, step: int, samples_per_rank: int, cfg_yam
     (directory / "config.yaml").write_text(cfg_yaml)
 
 
+def validation_batches(cfg: Config, cache, device) -> list[dict[str, torch.Tensor]]:
+    """The held-out batches, read once in file order (the same ones at every validation)."""
+    data = batches(cfg, cache, 0, 1, device=device)
+    return [next(data) for _ in range(cfg.train.val_batches)]
+
+
+@torch.no_grad()
+def validation_losses(model, val: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Mean losses over the held-out batches, each with its own fixed noise draw: `val_loss`, `val_*_loss`."""
+    model.eval()
+    sums: dict[str, float] = {}
+    for i, batch in enumerate(val):
+        gen = torch.Generator(device=batch["proprio"].device).manual_seed(i)
+        for key, value in model(batch, gen).items():
+            sums[f"val_{key}"] = sums.get(f"val_{key}", 0.0) + float(value) / len(val)
+    model.train()
+    return sums
+
+
 def train_loop_per_worker(config: dict) -> None:
     cfg: Config = config["cfg"]
     tc = cfg.train
@@ -88,7 +107,9 @@ def train_loop_per_worker(config: dict) -> None:
     # 2. data: this rank's part of the shards, positioned after what earlier steps consumed
     per_step = tc.batch_size * tc.grad_accum
     samples_per_rank = step * per_step
-    data = batches(cfg, config["cache"], rank, world, skip=samples_per_rank, device=device)
+    train_cache, val_cache = split_cache(config["cache"], tc.heldout_shards)
+    data = batches(cfg, train_cache, rank, world, skip=samples_per_rank, device=device)
+    val = validation_batches(cfg, val_cache, device) if rank == 0 and tc.heldout_shards else []
     logger = RunLogger(config["tracking_uri"], config["mlflow_run_id"]) if rank == 0 and config.get("mlflow_run_id") else None
     if rank == 0:
         print(f"train: rank 0/{world}: starting at step {step} of {tc.steps} on {device}, malloc {allocator.active()}",
@@ -128,6 +149,10 @@ def train_loop_per_worker(config: dict) -> None:
                       f"(video {metrics.get('video_loss', float('nan')):.4f}, "
                       f"action {metrics.get('action_loss', float('nan')):.4f}) "
                       f"{metrics['samples_per_s']:.1f} samples/s", flush=True)
+        if val and (step % tc.checkpoint_every == 0 or last):
+            metrics.update(validation_losses(model, val))
+            if logger:
+                logger.metrics({k: v for k, v in metrics.items() if k.startswith("val_")}, step)
         if logger and (step % tc.plot_every == 0 or last):
             logger.plots(model, batch, step)
         if step % tc.checkpoint_every == 0 or last:
