@@ -14,7 +14,11 @@ from enum import Enum
 from typing import Any
 
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+)
 
 from pipeline.config import Config, ConfigError, validate
 from pipeline.presets import PRESETS, describe_presets

@@ -13,7 +13,7 @@ from enum import Enum
 
 from cluster.config import ClusterConfig
 from model.config import ModelConfig
-from pipeline.prior_config import PretrainConfig, VaeFitRunConfig
+from pipeline.prior.config import PretrainConfig, VaeFitRunConfig
 from pipeline.serve.config import ServeConfig
 from sim.config import DemoConfig, EvalConfig
 from sim.corpus_config import CorpusConfig

@@ -138,7 +138,7 @@ def bench_prior() -> Config:
     bb.freeze = True
     bb.lora_rank, bb.lora_alpha = 16, 32
     cfg.model.video_loss_weight = 1.0
-    # `pipeline.run` first records the corpus, fits the VAE and pretrains the DiT (`pipeline.prior`); sized to
+    # `pipeline.run` first records the corpus, fits the VAE and pretrains the DiT (`pipeline.prior.chain`); sized to
     # about 4 hours of two cores in all (benchmarks/prior_pilot.md)
     cfg.pretrain.before_run = True
     cfg.corpus.episodes_per_task = 20

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"Ray: {resources.get('CPU', 0):.0f} CPU, {resources.get('GPU', 0):.0f} GPU")
 
         if cfg.pretrain.before_run:  # corpus -> fitted VAE -> pretrained DiT, each reused when it exists
-            from pipeline.prior import ensure_prior
+            from pipeline.prior.chain import ensure_prior
 
             ensure_prior(cfg)
         # 1. the dataset: a local LeRobot dataset, or the embedded MetaWorld demo

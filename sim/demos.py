@@ -68,7 +68,7 @@ def generate(demo: DemoConfig, out: Path, show_progress: bool = True, progress_c
     """Generate the dataset described by `demo` into `out` (replaced if it holds an older demo dataset).
 
     `progress_cls`: a rich `Progress` (sub)class, e.g. one that also prints plain lines outside a terminal;
-    `recorder(demo, workers)` makes the episode source (`pipeline.corpus` passes one that keeps finished episodes)."""
+    `recorder(demo, workers)` makes the episode source (`pipeline.prior.corpus` passes one that keeps finished episodes)."""
     out = Path(out).expanduser().resolve()
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise DemoError(f"refusing to overwrite {out}: it exists and is not a demo dataset")

@@ -1,7 +1,7 @@
 """Caches of action-free video (a pretraining corpus, a user's unlabelled recordings).
 
 The cache accepts a LeRobot dataset without an action feature: its samples carry
-empty action vectors, which pretraining (`pipeline.pretrain`) never reads. Action
+empty action vectors, which pretraining (`pipeline.prior.pretrain`) never reads. Action
 training on such a cache would learn from nothing, so it is refused by name.
 """
 
@@ -25,5 +25,5 @@ def require_actions(cache) -> None:
     raise ActionFreeCacheError(
         f"cache {cache.cache_dir} (dataset {dataset}, fingerprint {cache.fingerprint[:12]}) has no actions: "
         f"its dataset has no '{cache.manifest['identity'].get('data.action_key', 'action')}' feature. "
-        "It can pretrain a video prior (python -m pipeline.pretrain), not train a policy; "
+        "It can pretrain a video prior (python -m pipeline.prior.pretrain), not train a policy; "
         "point data.path at a dataset with actions")

@@ -34,8 +34,8 @@ def ray_cluster():
     """An embedded cluster on 127.0.0.1 (auth off: loopback only); yields its GCS address."""
     import ray
 
-    from cluster.ray_session import ray_session
     from cluster.config import ClusterConfig
+    from cluster.ray_session import ray_session
 
     with ray_session(ClusterConfig(num_cpus=2)):
         yield ray.get_runtime_context().gcs_address

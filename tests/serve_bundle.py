@@ -11,17 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tiny import CACHE, DEMO, MODEL
 
 from model.checkpoint import save_checkpoint
 from model.light_wam import build_model
+from model.policy import CAMERA_PREFIX as VIDEO_PREFIX
 from model.vae import build_vae, vae_identity
 from pipeline.cli import load_config
 from pipeline.policy_bundle import write_bundle
 from sim.metaworld_env import instruction_for
-from model.policy import CAMERA_PREFIX as VIDEO_PREFIX
 from stages.cache_loader import CacheHandle
 from stages.text import PromptEncoder, prompt_for
-from tiny import CACHE, DEMO, MODEL
 
 TASK = "reach-v3"
 CONFIG = [*DEMO, *CACHE, *MODEL]

@@ -16,18 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import subprocess_env
 from lerobot_fixtures import write_v3_dataset, write_v21_dataset
-from pipeline.cli import load_config
+
 from model.pixels import resize, to_unit_range
+from pipeline.cli import load_config
 from pipeline.preprocess import open_cache_for, preprocess
 from pipeline.train.data import batches
 from stages.cache_loader import CacheMismatchError, read_shard
-from stages.schema import BATCH_KEYS
 from stages.lerobot import LeRobotDataset
 from stages.manifest import read_manifest, validate_shards
 from stages.plan import ClipGeometry, plan_episode
+from stages.schema import BATCH_KEYS
 
 LENGTHS = (12, 15, 10, 9, 11, 13)
 CAMERAS = ("observation.images.front", "observation.images.wrist")

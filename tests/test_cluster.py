@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import ray
 import yaml
-
 from lerobot_fixtures import write_v3_dataset
 from loopback_cluster import REPO, LoopbackCluster, base_env
+from tiny import CACHE
+
 from pipeline.cli import load_config
 from pipeline.preprocess import preprocess
 from stages.manifest import read_manifest, validate_shards
-from tiny import CACHE
 
 CLUSTER = REPO / "cluster"
 

@@ -87,8 +87,8 @@ def test_cross_layer_checks_name_both_keys():
 
 
 def test_allocator_choice_names_the_missing_library():
-    from pipeline.train import allocator
     from pipeline.config import Allocator
+    from pipeline.train import allocator
 
     assert allocator.worker_env(Allocator.system) == {}
     for choice in (Allocator.tcmalloc, Allocator.jemalloc):
@@ -103,8 +103,8 @@ def test_allocator_choice_names_the_missing_library():
 
 
 def test_mimalloc_from_the_wheel_is_what_a_worker_runs_on():
-    from pipeline.train import allocator
     from pipeline.config import Allocator
+    from pipeline.train import allocator
 
     env = {**os.environ, **allocator.worker_env(Allocator.mimalloc)}
     code = "from pipeline.train import allocator; print(allocator.active())"

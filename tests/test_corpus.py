@@ -1,4 +1,4 @@
-"""`python -m pipeline.corpus`: the action-free video corpus, its layouts checked, its recording resumable."""
+"""`python -m pipeline.prior.corpus`: the action-free video corpus, its layouts checked, its recording resumable."""
 
 from __future__ import annotations
 
@@ -7,10 +7,15 @@ import sys
 import time
 
 import pytest
-
 from conftest import subprocess_env
+
 from pipeline.cli import load_config
-from pipeline.corpus import CorpusError, check_layouts_disjoint, corpus_dir, ensure_corpus
+from pipeline.prior.corpus import (
+    CorpusError,
+    check_layouts_disjoint,
+    corpus_dir,
+    ensure_corpus,
+)
 from stages.lerobot import LeRobotDataset
 
 CORPUS = ["demo.width=32", "demo.height=32", "demo.max_steps=12", "corpus.tasks=[reach-v3,drawer-close-v3]",
@@ -28,7 +33,7 @@ def test_killed_recording_resumes_without_recording_finished_episodes(tmp_path, 
     cfg = load_config(args)[0]
     out = corpus_dir(cfg)
     spool = out.parent / f".{out.name}.spool"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.corpus", *args], env=subprocess_env(""),
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.prior.corpus", *args], env=subprocess_env(""),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while not list(spool.glob("*.npz")) and time.time() < deadline and proc.poll() is None:

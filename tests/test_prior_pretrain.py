@@ -1,4 +1,4 @@
-"""`python -m pipeline.pretrain`: the Wan DiT pretrained on a cache's video, registered, loaded frozen by Light-WAM."""
+"""`python -m pipeline.prior.pretrain`: the Wan DiT pretrained on a cache's video, registered, loaded frozen by Light-WAM."""
 
 from __future__ import annotations
 
@@ -13,24 +13,23 @@ import mlflow
 import pyarrow.parquet as pq
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import subprocess_env
 from lerobot_fixtures import write_v3_dataset
+from safetensors.torch import load_file
+from test_train import TINY, metric_history, registered_step
+
 from model.backbone import VIDEO_HEAD
 from model.light_wam import build_model
 from pipeline import tracking
 from pipeline.cli import load_config
-from pipeline.preprocess import preprocess
-from pipeline.pretrain import RUN_TAG, pretrain
+from pipeline.preprocess import open_cache_for, preprocess
 from pipeline.pretrained import resolve_config_paths
+from pipeline.prior.pretrain import RUN_TAG, pretrain
 from pipeline.train import train
 from pipeline.train.data import batches
-from pipeline.train.step import accumulate_gradients
 from pipeline.train.state import make_optimizer
+from pipeline.train.step import accumulate_gradients
 from stages.action_free import ActionFreeCacheError, has_actions
-from pipeline.preprocess import open_cache_for
-from test_train import TINY, metric_history, registered_step
 
 PRETRAIN = ["model.backbone.freeze=false", "model.backbone.lora_rank=0", "train.num_workers=2", "train.lr=3e-3",
             "train.warmup_steps=2", "train.log_every=5", "pretrain.steps=30", "pretrain.val_every=10",
@@ -112,7 +111,7 @@ def test_killed_pretraining_resumes_from_its_checkpoint(corpus, ray_cluster):
     args = [*corpus[1], *PRETRAIN, "pretrain.steps=80", "pretrain.val_every=1000", "pretrain.picture_clips=0",
             "pretrain.run_name=prior-killed"]
     storage = Path(load_config(args)[0].workdir) / "ray_results" / "prior-killed"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.pretrain", *args], env=subprocess_env(ray_cluster),
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.prior.pretrain", *args], env=subprocess_env(ray_cluster),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
     while registered_step(storage) is None and time.time() < deadline and proc.poll() is None:

@@ -1,4 +1,4 @@
-"""`python -m pipeline.fit_vae`: fit, register, and load back through the cache's VAE path by `models:/` URI."""
+"""`python -m pipeline.prior.fit_vae`: fit, register, and load back through the cache's VAE path by `models:/` URI."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ from pathlib import Path
 
 import torch
 from mlflow import MlflowClient
+from tiny import CACHE, DEMO
 
 from model.vae import build_vae, encode
 from model.vae_fit import frames_to_clips
 from pipeline.cli import parse_or_exit
-from pipeline.fit_vae import fit
 from pipeline.pretrained import resolve_config_paths
-from tiny import CACHE, DEMO
+from pipeline.prior.fit_vae import fit
 
 FIT = ["vae_fit.fit.steps=40", "vae_fit.fit.batch_size=4", "vae_fit.fit.lr=3e-3", "vae_fit.max_frames=200"]
 

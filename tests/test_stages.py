@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from lerobot_fixtures import frame_value, write_v21_dataset, write_video
+
 from model.config import TextConfig, TextEncoder
 from stages.config import CacheConfig
 from stages.decode import DecodeGroup, DecodeSpec

@@ -18,18 +18,17 @@ import mlflow
 import psutil
 import pytest
 import torch
-
 from conftest import subprocess_env
 from lerobot_fixtures import write_v3_dataset
+
 from model.checkpoint import load_checkpoint
 from pipeline import tracking
-from pipeline.train import allocator
 from pipeline.cli import load_config
 from pipeline.policy_bundle import load_policy
 from pipeline.preprocess import open_cache_for, preprocess
-from pipeline.train import FINGERPRINT_TAG, train
-from pipeline.train.worker import MALLOC_TAG
+from pipeline.train import FINGERPRINT_TAG, allocator, train
 from pipeline.train.data import batches
+from pipeline.train.worker import MALLOC_TAG
 
 TINY = [
     "cache.image_height=32", "cache.image_width=32", "cache.num_frames=5", "cache.frame_stride=2",

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from model.config import VaeConfig
 from model.vae import build_vae, decode, encode
 from model.vae_fit import VaeFitConfig, fit_vae, frames_to_clips
-from model.config import VaeConfig
 from sim.metaworld_env import MetaWorldEnv
 
 TINY_VAE = VaeConfig(base_dim=8, dim_mult=[1, 1, 1, 1], num_res_blocks=1)

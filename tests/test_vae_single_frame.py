@@ -6,9 +6,9 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan
 
+from model.config import VaeConfig
 from model.vae import build_vae, encode
 from model.vae_single_frame import encode_single_frame
-from model.config import VaeConfig
 from pipeline.presets import PRESETS
 
 

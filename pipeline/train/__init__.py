@@ -6,6 +6,12 @@ rank runs, `step` one optimisation step, `data` the batches, `state` and
 workers' malloc.
 """
 
-from pipeline.train.driver import FINGERPRINT_TAG, RUN_NAME_TAG, TrainResult, run_name, train
+from pipeline.train.driver import (
+    FINGERPRINT_TAG,
+    RUN_NAME_TAG,
+    TrainResult,
+    run_name,
+    train,
+)
 
 __all__ = ["FINGERPRINT_TAG", "RUN_NAME_TAG", "TrainResult", "run_name", "train"]

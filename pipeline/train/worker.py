@@ -19,14 +19,18 @@ from safetensors.torch import load_file
 
 from model.checkpoint import load_trainable_state, save_checkpoint
 from model.light_wam import build_model
-from pipeline.train import allocator
 from pipeline.config import Config
 from pipeline.run_logger import RunLogger
+from pipeline.train import allocator
 from pipeline.train.data import batches, split_cache
 from pipeline.train.resume import restored_checkpoint
+from pipeline.train.state import (
+    load_optimizer,
+    make_optimizer,
+    make_scheduler,
+    save_optimizer,
+)
 from pipeline.train.step import DDP_KWARGS, accumulate_gradients
-from pipeline.train.state import load_optimizer, make_optimizer, make_scheduler, save_optimizer
-
 
 MALLOC_TAG = "lightwam.worker_malloc"
 

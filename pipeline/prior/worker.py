@@ -1,4 +1,4 @@
-"""The loop each Ray Train worker runs for `pipeline.pretrain`: DDP on the video objective alone.
+"""The loop each Ray Train worker runs for `pipeline.prior.pretrain`: DDP on the video objective alone.
 
 The pieces are Light-WAM training's (`train_data.batches`, the optimizer and
 schedule of `train_state`, checkpoint files `train_resume` recognises); the
@@ -20,11 +20,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.video_prior import VideoPrior
-from pipeline.pretrain_pictures import future_frames_figure
+from pipeline.prior.pictures import future_frames_figure
 from pipeline.run_logger import RunLogger
 from pipeline.train.data import batches, split_cache
 from pipeline.train.resume import restored_checkpoint
-from pipeline.train.state import load_optimizer, make_optimizer, make_scheduler, save_optimizer
+from pipeline.train.state import (
+    load_optimizer,
+    make_optimizer,
+    make_scheduler,
+    save_optimizer,
+)
 from pipeline.train.step import DDP_KWARGS
 from pipeline.train.worker import mean_across_ranks
 

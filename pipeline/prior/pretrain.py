@@ -1,4 +1,4 @@
-"""`python -m pipeline.pretrain [overrides]`: pretrain the Wan DiT on a cache's video and register it.
+"""`python -m pipeline.prior.pretrain [overrides]`: pretrain the Wan DiT on a cache's video and register it.
 
 All of the DiT's weights train (no LoRA, no expert) with Light-WAM's video
 objective (flow matching, text-conditioned, latent frame 0 clean), under Ray
@@ -31,8 +31,8 @@ from pipeline.cli import parse_or_exit, to_flat_dict, to_yaml
 from pipeline.config import Config
 from pipeline.console import console
 from pipeline.preprocess import open_cache_for
-from pipeline.pretrain_worker import pretrain_loop_per_worker
 from pipeline.pretrained import describe, resolve_config_paths
+from pipeline.prior.worker import pretrain_loop_per_worker
 from pipeline.registry import register_version, registered_run
 from pipeline.train.allocator import worker_env
 from pipeline.train.progress import TrainingProgress

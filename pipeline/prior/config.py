@@ -9,7 +9,7 @@ from model.vae_fit_config import VaeFitConfig
 
 @dataclass
 class VaeFitRunConfig:
-    """`python -m pipeline.fit_vae`: the VAE of `cache.vae` fitted to the dataset's frames."""
+    """`python -m pipeline.prior.fit_vae`: the VAE of `cache.vae` fitted to the dataset's frames."""
 
     fit: VaeFitConfig = field(default_factory=VaeFitConfig)
     max_frames: int = 4096  # frames read from the dataset, spread evenly over its episodes
@@ -21,7 +21,7 @@ class VaeFitRunConfig:
 
 @dataclass
 class PretrainConfig:
-    """`python -m pipeline.pretrain`: the Wan DiT of `model.backbone`, all weights, video objective only.
+    """`python -m pipeline.prior.pretrain`: the Wan DiT of `model.backbone`, all weights, video objective only.
 
     Batch size, learning rate, schedule, workers and checkpointing come from `train.*`;
     these fields are what differs from Light-WAM training.

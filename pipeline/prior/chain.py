@@ -25,10 +25,10 @@ def corpus_view(cfg: Config, corpus_path: str) -> Config:
 
 def ensure_prior(cfg: Config) -> tuple[str, str]:
     """Run (or skip) the chain and set `cache.vae.pretrained_path` and `model.backbone.pretrained_path`."""
-    from pipeline.fit_vae import fit
     from pipeline.preprocess import preprocess
-    from pipeline.pretrain import pretrain
-    from pipeline.corpus import ensure_corpus
+    from pipeline.prior.corpus import ensure_corpus
+    from pipeline.prior.fit_vae import fit
+    from pipeline.prior.pretrain import pretrain
     from stages.cache_loader import open_cache
 
     console.print("prior 1/4: action-free corpus")

@@ -1,4 +1,4 @@
-"""`python -m pipeline.fit_vae [overrides]`: fit the small Wan VAE to a dataset's frames and register it.
+"""`python -m pipeline.prior.fit_vae [overrides]`: fit the small Wan VAE to a dataset's frames and register it.
 
 The frames are those the cache will encode: every camera resized to
 `cache.image_height` x `cache.image_width` and joined side by side. The VAE is
@@ -26,6 +26,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from mlflow.entities import Metric
 
+from model.pixels import resize
 from model.vae import build_vae, decode, encode
 from model.vae_fit import fit_vae_timed, frames_to_clips
 from pipeline import tracking
@@ -33,7 +34,6 @@ from pipeline.cli import parse_or_exit, to_flat_dict
 from pipeline.config import Config
 from pipeline.console import console
 from pipeline.registry import register_version, registered_run
-from model.pixels import resize
 
 RUN_TAG = "lightwam.vae_fit"
 

@@ -1,4 +1,4 @@
-"""`python -m pipeline.corpus [overrides]`: record the action-free video corpus the video prior pretrains on.
+"""`python -m pipeline.prior.corpus [overrides]`: record the action-free video corpus the video prior pretrains on.
 
 MetaWorld scripted experts on many tasks and layouts, with noise on the executed
 actions, written as a LeRobot v3.0 dataset like the demos (it keeps the actions
