@@ -11,23 +11,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
-
 
 from rich.table import Table
 
-from sim.config import DemoConfig
+from benchmarks import machine
 from pipeline.console import console
+from sim.config import DemoConfig
 from sim.evaluation import plan_episodes, run_episodes
 from sim.policies import ConstantPolicy, ExpertPolicy
 from sim.rollout import EnvSpec, LoopSettings
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    load = os.getloadavg()[0]  # other work on the machine shows up in the numbers: say how much there was
-    return f"{platform.system()} {cpu}, {os.cpu_count()} cores, load {load:.1f}, Python {platform.python_version()}"
 
 
 def main() -> None:
@@ -37,14 +30,14 @@ def main() -> None:
     args = parser.parse_args()
     demo = DemoConfig()
     cases = {
-        "expert, 1-step chunks": (ExpertPolicy(), LoopSettings(64, 64, 1, with_expert=True), demo.max_steps),
-        "constant, 8-step chunks": (ConstantPolicy([0, 0, 0, 0], horizon=8), LoopSettings(64, 64, 8), 100),
+        "expert, 1-step chunks": (ExpertPolicy(), LoopSettings(1, with_expert=True), demo.max_steps),
+        "constant, 8-step chunks": (ConstantPolicy([0, 0, 0, 0], horizon=8), LoopSettings(8), 100),
     }
     import ray
 
     os.environ["RAY_AUTH_MODE"] = "disabled"  # loopback-only, benchmark-lifetime cluster
     ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False, configure_logging=False)
-    table = Table(title=f"closed-loop evaluation throughput ({machine()})")
+    table = Table(title=f"closed-loop evaluation throughput ({machine.describe()})")
     for col in ("policy", "episodes", "env steps", "serial ep/min", f"{args.workers} actors ep/min", "ratio"):
         table.add_column(col, justify="left" if col == "policy" else "right")
     try:

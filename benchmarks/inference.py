@@ -32,20 +32,13 @@ import ctypes
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-
-
-def _rss_peak_gib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
+from benchmarks import machine
 
 
 def _reset_rss_peak() -> None:
@@ -78,7 +71,7 @@ def child(preset: str, path: str, runs: int, warmup: int, threads: int) -> dict:
     model, vae = model.to(dtype), vae.to(dtype)
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand back what setup freed
-    setup_s, setup_peak = time.perf_counter() - t0, _rss_peak_gib()
+    setup_s, setup_peak = time.perf_counter() - t0, machine.peak_gib()
 
     h, w = cfg.cache.image_height, 2 * cfg.cache.image_width  # two cameras side by side
     gen = torch.Generator().manual_seed(0)
@@ -130,20 +123,11 @@ def child(preset: str, path: str, runs: int, warmup: int, threads: int) -> dict:
         "dit_s": dit_s,
         "expert_s": expert_s,
         "prompt_s": prompt_s,
-        "step_peak_gib": _rss_peak_gib(),
+        "step_peak_gib": machine.peak_gib(),
         "setup_peak_gib": setup_peak,
         "setup_s": setup_s,
         "actions": times[-1][3].float().flatten().tolist(),
     }
-
-
-def machine(threads: int) -> str:
-    import torch
-
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    load = os.getloadavg()[0]
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} threads, load avg {load:.1f}"
 
 
 def main() -> None:
@@ -175,7 +159,7 @@ def main() -> None:
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "actions"}), file=sys.stderr, flush=True)
 
-    print(f"\nmachine: {machine(args.threads)}; bf16: {bf16_note()}; batch 1, "
+    print(f"\nmachine: {machine.describe(args.threads)}; bf16: {bf16_note()}; batch 1, "
           f"median of {args.runs} after {args.warmup} warm-up, malloc {args.malloc}")
     head = (f"{'preset':7} {'path':19} {'blocks':>6} {'step s':>7} {'CPU s':>7} {'VAE s':>6} {'DiT s':>6} {'expert s':>8} "
             f"{'prompt s':>8} {'step GiB':>8} {'setup GiB':>9} {'vs fast':>7} {'act diff':>8}")

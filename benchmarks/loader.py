@@ -16,8 +16,7 @@ import copy
 import hashlib
 import time
 
-
-from benchmarks.train_throughput import machine
+from benchmarks import machine
 
 
 def timed_epochs(cfg, handle, epochs: int) -> tuple[list[float], list[str]]:
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         arms[kept] = timed_epochs(arm_cfg, handle, args.epochs)
     same = arms[False][1] == arms[True][1]
     streamed, kept = arms[False][0], arms[True][0]
-    print(f"\nmachine: {machine()}")
+    print(f"\nmachine: {machine.describe()}")
     print(f"cache {handle.fingerprint[:12]}: {handle.manifest['samples']} samples in {len(handle.shard_paths)} shards; "
           f"batch {cfg.train.batch_size}, pixel_shift {cfg.train.pixel_shift}, {args.epochs} epochs per arm\n")
     print("| epoch | streamed, ms/batch | kept in memory, ms/batch | streamed / kept |\n|---|---:|---:|---:|")

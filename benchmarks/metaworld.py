@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -25,9 +24,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from importlib.metadata import version
 from pathlib import Path
 
+from benchmarks import machine
 from sim.evaluation import wilson_interval
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,17 +176,6 @@ def read_arm(arm: Arm, overrides: list[str], pipeline_seconds: float) -> ArmResu
                      sum(rates) / len(rates) if rates else float("nan"), pipeline_seconds)
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at start, torch {version('torch')}, "
-            f"Python {platform.python_version()}")
-
-
 def markdown(results: list[ArmResult], overrides: list[str], machine_line: str) -> str:
     """The report: machine, configuration, one row per arm's run, one row per task, the mean."""
     from pipeline.cli import load_config
@@ -257,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     base = overrides_from(args)
-    machine_line = machine()
+    machine_line = machine.describe()
     results = []
     for arm in ARMS:
         overrides = base + list(arm.overrides)

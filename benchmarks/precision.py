@@ -21,7 +21,6 @@ import statistics
 import sys
 import time
 
-
 import torch
 
 

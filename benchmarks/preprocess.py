@@ -197,8 +197,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from cluster.ray_session import ray_session
     from cluster.config import ClusterConfig
+    from cluster.ray_session import ray_session
 
     runs = {}
     with ray_session(ClusterConfig()):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 # this directory holds benchmarks/metaworld.py, which would shadow the metaworld package
@@ -118,17 +119,8 @@ def concurrent(port: int, size: int, clients: int, seconds: float) -> tuple[floa
     return len(times) / (time.perf_counter() - t0), times
 
 
-def machine() -> str:
-    import torch
-
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"load avg {os.getloadavg()[0]:.1f}")
-
-
 def report(rows: list[dict], loads: list[float], args: argparse.Namespace) -> None:
-    print(f"\nmachine: {machine()}; load avg after each preset: {', '.join(f'{x:.1f}' for x in loads)}")
+    print(f"\nmachine: {machine.describe()}; load avg after each preset: {', '.join(f'{x:.1f}' for x in loads)}")
     print(f"batch 1, fp32, {args.requests} requests in process and {args.requests} through the server, alternated; "
           f"overhead = median of (round trip - in-process) over the pairs; concurrency: {args.seconds:.0f} s per row")
     head = (f"{'preset':7} {'in-process p50/p99 ms':>22} {'server infer p50 ms':>19} {'round trip p50/p99 ms':>22} "

@@ -20,30 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-
 
 import numpy as np
 import torch
 
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
-def peak_gib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
+from benchmarks import machine
 
 
 # ---------------------------------------------------------------- part A: cache and downsample
@@ -146,7 +132,7 @@ def part_a(steps: int) -> None:
     r = dict(rows)
     h, w = cfg.cache.image_height, cfg.cache.image_width * 2
     print(f"\nPart A: demo preset, batch {bs}, clips {cfg.cache.num_frames}x{h}x{w}, {steps} timed steps per arm")
-    print(f"machine: {machine()}\n")
+    print(f"machine: {machine.describe(torch.get_num_threads())}\n")
     print(f"| arm | samples/s | vs VAE in loop, full-res |\n|---|---|---|")
     base = rows[0][1]
     for name, sps in rows:
@@ -217,10 +203,10 @@ def paper_step(setup: StepSetup) -> dict:
     from torch.nn.parallel import DistributedDataParallel
 
     from model.light_wam import build_model
-    from pipeline.train import allocator
     from pipeline.cli import load_config
-    from pipeline.train.state import make_optimizer
     from pipeline.config import Precision
+    from pipeline.train import allocator
+    from pipeline.train.state import make_optimizer
     from pipeline.train.step import DDP_KWARGS, accumulate_gradients
 
     if allocator.active() != setup.allocator:
@@ -249,18 +235,17 @@ def paper_step(setup: StepSetup) -> dict:
         losses.append(float(last_loss))
     dist.destroy_process_group()
     return {"first_s": times[0], "step_s": statistics.median(times[1:]), "cpu_s": statistics.median(cpu_times[1:]),
-            "peak_gib": peak_gib(), "losses": losses,
+            "peak_gib": machine.peak_gib(), "losses": losses,
             "malloc": allocator.active(), "trainable_m": sum(p.numel() for p in params) / 1e6}
 
 
 def part_b(only: list[int] | None, presets: list[str]) -> None:
-    from pipeline.train import allocator
-    from pipeline.config import Allocator
-
     from model.precision import bf16_support
+    from pipeline.config import Allocator
+    from pipeline.train import allocator
 
     print("\nPart B: one training step (random weights, paper batch 1, demo its batch size, AdamW, DDP world size 1)")
-    print(f"machine: {machine()}, load average {os.getloadavg()[0]:.1f}; bf16: {bf16_support('cpu')[1]}\n")
+    print(f"machine: {machine.describe(torch.get_num_threads())}; bf16: {bf16_support('cpu')[1]}\n")
     print("| preset | passes | activation checkpointing | allocator | precision | first step s | step s (median; CPU s) "
           "| peak RSS GiB |")
     print("|---|---|---|---|---|---|---|---|")

@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from model.light_wam import LightWAM, build_model
 from model.config import ModelConfig
+from model.light_wam import LightWAM, build_model
 
 FORMAT = "light-wam/1"
 

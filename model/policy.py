@@ -89,8 +89,7 @@ class LightWAMPolicy:
                                f"it has {sorted(observations[missing[0]].images)}")
             views.append(np.stack([resize_one(o.images[camera], self.image_height, self.image_width)
                                    for o in observations]))
-        joined = join_cameras(views, self.image_height, self.image_width)
-        return to_unit_range(joined)[:, :, None]
+        return to_unit_range(np.concatenate(views, axis=2))[:, :, None]  # already resized: only joined
 
     @torch.inference_mode()
     def act_batch(self, observations: list[Observation]) -> np.ndarray:

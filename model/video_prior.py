@@ -16,7 +16,12 @@ import torch
 from torch import nn
 
 from model.backbone import WanBackbone
-from model.video_objective import NUM_TRAIN_TIMESTEPS, masked_video_loss, noise_clip, shifted_sigma
+from model.video_objective import (
+    NUM_TRAIN_TIMESTEPS,
+    masked_video_loss,
+    noise_clip,
+    shifted_sigma,
+)
 
 
 class VideoPrior(nn.Module):

@@ -25,7 +25,14 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from model.pixels import to_unit_range
 from stages.downsample import pool_latents
-from stages.manifest import MANIFEST, ManifestError, diff_identity, fingerprint, read_manifest, validate_shards
+from stages.manifest import (
+    MANIFEST,
+    ManifestError,
+    diff_identity,
+    fingerprint,
+    read_manifest,
+    validate_shards,
+)
 from stages.schema import SHARD_ARRAYS
 from stages.shard_check import verified_bytes
 from stages.text import load_text

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.vae import build_vae, compression, encode
 from model.config import VaeConfig
+from model.vae import build_vae, compression, encode
 from stages.decode import clip_pixels
 from stages.provenance import node_id
 

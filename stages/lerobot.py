@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from stages import video
+from stages.lerobot_episode import Episode, EpisodeFrames, VideoSegment
 from stages.lerobot_files import (
     DatasetError,
     first_task,
@@ -36,34 +36,6 @@ __all__ = ["DatasetError", "Episode", "EpisodeFrames", "LeRobotDataset", "VideoS
 V2_VERSIONS = ("v2.0", "v2.1")
 V3_VERSIONS = ("v3.0",)
 _HASH_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class VideoSegment:
-    """An episode's span in one mp4 (v3 files hold several episodes back to back)."""
-
-    path: Path
-    from_timestamp: float
-    to_timestamp: float
-
-
-@dataclass(frozen=True)
-class Episode:
-    index: int
-    length: int
-    task: str
-    task_index: int
-    fps: float
-    videos: dict[str, VideoSegment]
-    data_path: Path  # parquet holding its rows (selected by `episode_index`)
-
-
-@dataclass(frozen=True)
-class EpisodeFrames:
-    timestamp: np.ndarray  # [T] float64, seconds from the episode start
-    frame_index: np.ndarray  # [T] int64
-    state: np.ndarray  # [T, P] float32
-    action: np.ndarray  # [T, A] float32
 
 
 class LeRobotDataset:

@@ -29,7 +29,6 @@ from stages.provenance import node_id
 from stages.schema import OPTIONAL_SHARD_ARRAYS, SHARD_ARRAYS
 
 
-
 def shard_name(shard: int) -> str:
     return f"shard-{shard:05d}.tar"
 
