@@ -12,13 +12,17 @@ privileged goal and object positions back from
   sees from the default h264, yuv420p at crf 18),
 - the latent of a VAE of the same size fitted to the training layouts' frames (`model.vae_fit`),
 - the raw pixels (a conv net on the image itself: what a better encoder could reach),
+- with `--features prior --vae V --prior P` (issue 32): the latent of the fitted VAE `V`, and the hidden
+  states the expert reads (`diagnostics.prior_states`) of the pretrained DiT `P` on those latents against
+  those of a random DiT on the random VAE's latents (what arm C's expert reads),
 
 trained on 20 layouts (the preset's demos per task) up to a few hundred, tested on other layouts. The
 table gives the mean error in cm and the share of test layouts located within 5 cm (reach's and push's
 success radius). Chance is the error of always guessing the training mean.
 
     .venv/bin/python -m diagnostics.goal_probe [--tasks reach-v3 push-v3] [--train 20 100 400] [--test 200]
-        [--features latent latent-coded latent-fitted pixels] [--codec h264] [--size 64]
+        [--features latent latent-coded latent-fitted pixels prior] [--codec h264] [--size 64]
+        [--preset bench_prior --workdir W --vae models:/wan-vae/1 --prior models:/wan-prior/1]
 """
 
 from __future__ import annotations
@@ -169,6 +173,24 @@ def score(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
     return float(err.mean() * 100), float((err < RADIUS_M).float().mean() * 100)
 
 
+def prior_features(cfg, vae_path: str, prior_path: str, task: str, frames: np.ndarray, raw: torch.Tensor) -> dict:
+    """The fitted VAE's latents, and the expert's input states: prior DiT on them, random DiT on random latents."""
+    from diagnostics import prior_states as ps
+
+    fitted = latents(ps.load_vae(cfg, vae_path), frames)
+    context = ps.text_context(cfg, task)
+
+    def grid(states: torch.Tensor, like: torch.Tensor) -> torch.Tensor:  # [N, tokens, D] -> [N, D, h/p, w/p]
+        p = cfg.model.backbone.patch_size
+        return states.transpose(1, 2).unflatten(2, (like.shape[2] // p[1], like.shape[3] // p[2]))
+
+    prior = grid(ps.dit_states(ps.load_backbone(cfg, prior_path), fitted, context), fitted)
+    random = grid(ps.dit_states(ps.load_backbone(cfg, ""), raw, context), raw)
+    return {f"fitted latent ({vae_path})": (fitted, fitted, False),
+            "random DiT states on random latents": (random, random, False),
+            f"prior DiT states ({prior_path}) on fitted latents": (prior, prior, False)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["reach-v3", "push-v3", "pick-place-v3", "peg-insert-side-v3"])
@@ -183,9 +205,17 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=0, help="camera resolution (square); 0 = the bench preset's")
     parser.add_argument("--shadows", action="store_true", help="render with MuJoCo's shadows (the envs turn them off)")
     parser.add_argument("--updates", type=int, default=1500, help="minibatch updates per conv probe")
+    parser.add_argument("--preset", default="bench", help="cameras, VAE and DiT geometry, text encoder")
+    parser.add_argument("--workdir", help="the preset's workdir: its MLflow store resolves models:/ URIs")
+    parser.add_argument("--vae", default="", help="for prior: the fitted VAE (directory or models:/ URI)")
+    parser.add_argument("--prior", default="", help="for prior: the pretrained DiT (directory or models:/ URI)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    cfg = PRESETS["bench"]()
+    cfg = PRESETS[args.preset]()
+    if args.workdir:
+        cfg.workdir = args.workdir
+    if "prior" in args.features and not (args.vae and args.prior):
+        parser.error("--features prior needs --vae and --prior")
     cameras, size = args.cameras or cfg.demo.cameras, args.size or cfg.cache.image_height
     vae = build_vae(cfg.cache.vae)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
@@ -216,6 +246,8 @@ def main() -> None:
         if fitted is not None:
             own = latents(fitted, data.frames)
             feats[f"fitted latent raw -> raw ({args.fit_vae_steps} steps)"] = (own, own, False)
+        if "prior" in args.features:
+            feats.update(prior_features(cfg, args.vae, args.prior, task, data.frames, raw))
         if "latent-coded" in args.features:
             coded = latents(vae, codec_round_trip(data.frames, args.codec))
             feats[f"latent {args.codec.value} -> raw"] = (coded, raw, False)

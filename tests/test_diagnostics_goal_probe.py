@@ -31,3 +31,24 @@ def test_layouts_hold_the_goal_metaworld_placed():
     np.testing.assert_array_equal(again.goal[0], layouts.goal[2])
     np.testing.assert_array_equal(again.frames[0], layouts.frames[2])
     assert not np.array_equal(layouts.frames[0], layouts.frames[1]), "each layout renders differently"
+
+
+def test_prior_states_read_the_saved_dit_not_a_random_one(tmp_path):
+    """The probe's DiT states come from the weights at the given path (as Light-WAM loads them), a frame at a time."""
+    from diagnostics import prior_states
+    from pipeline.cli import load_config
+    from tests.tiny import CACHE, MODEL
+
+    cfg, _ = load_config(["preset=bench_prior", *CACHE, *MODEL])
+    saved = prior_states.load_backbone(cfg, "")
+    with torch.no_grad():
+        for p in saved.dit.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    saved.dit.save_pretrained(tmp_path / "transformer")
+    latents = torch.randn(3, cfg.model.backbone.in_channels, 4, 4)
+    context = prior_states.text_context(cfg, "reach-v3")
+    loaded = prior_states.dit_states(prior_states.load_backbone(cfg, str(tmp_path)), latents, context, batch=2)
+    torch.testing.assert_close(loaded, prior_states.dit_states(saved, latents, context))
+    assert loaded.shape == (3, 4, cfg.model.backbone.num_attention_heads * cfg.model.backbone.attention_head_dim)
+    random = prior_states.dit_states(prior_states.load_backbone(cfg, ""), latents, context)
+    assert not torch.allclose(random, loaded)
