@@ -30,7 +30,7 @@ from model.config import ModelConfig
 from model.expert import StateFusionActionExpert
 from model.shortcut import Shortcut
 from model.vae import encode
-from model.video_objective import masked_video_loss, noise_clip
+from model.video_objective import masked_video_loss, noise_clip, sample_future
 
 
 def masked_action_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weighted_steps: int) -> torch.Tensor:
@@ -108,6 +108,19 @@ class LightWAM(nn.Module):
         ctx = bb.context(batch["text"], batch["proprio"], batch.get("text_mask"))
         fused, _ = bb(latent.to(ctx.dtype), ctx, None, truncate=True)
         return self.expert(fused, self.shortcut_offset(batch))
+
+    @torch.no_grad()
+    def sample_future(self, batch: dict[str, torch.Tensor], frames: int, steps: int,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """What the video branch imagines next: [B, C, frames, h, w] latents, frame 0 the given
+        `video_latents[:, :, 0]` (pooled as the cache pools the clip), the rest generated from noise
+        under the context the branch trains with (text + proprio). Needs the full model (video head)."""
+        if self.inference_only:
+            raise RuntimeError("this LightWAM was prepared for inference (truncated/merged); it has no video head")
+        bb = self.backbone
+        ctx = bb.context(batch["text"], batch["proprio"], batch.get("text_mask"))
+        first = batch["video_latents"][:, :, :1].to(ctx.dtype)
+        return sample_future(bb, first, frames, ctx, self.cfg.flow_shift, steps, generator)
 
     def shortcut_offset(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """What `model.shortcut` adds to the expert's fused vector; None in the paper's model."""

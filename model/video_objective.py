@@ -7,6 +7,7 @@ u warped by the shift s (sigma = s u / (1 + (s - 1) u)), which favours high nois
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -42,3 +43,24 @@ def masked_video_loss(pred: torch.Tensor, target: torch.Tensor, frame_mask: torc
     err = (pred[:, :, 1:].float() - target[:, :, 1:].float()).pow(2).mean(dim=(1, 3, 4))  # [B, F-1]
     m = frame_mask[:, 1:].to(err.dtype)
     return (err * m).sum() / m.sum().clamp(min=1.0)
+
+
+@torch.no_grad()
+def sample_future(backbone: Callable, first: torch.Tensor, frames: int, context: torch.Tensor, shift: float,
+                  steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """[B, C, frames, h, w]: frame 0 is `first` [B, C, 1, h, w]; frames 1.. come from noise by `steps` Euler
+    steps on the shifted sigma schedule, the way training noised them (first-frame-causal, frame 0 at t=0).
+
+    `backbone(x, context, timestep, first_frame_causal=True)` returns (_, velocity), as `WanBackbone` does.
+    """
+    b, c, _, h, w = first.shape
+    x = torch.randn((b, c, frames, h, w), generator=generator, device=first.device, dtype=first.dtype)
+    x[:, :, 0] = first[:, :, 0]
+    sigmas = shifted_sigma(torch.linspace(1.0, 0.0, steps + 1), shift).tolist()
+    tokens = (h // backbone.cfg.patch_size[1]) * (w // backbone.cfg.patch_size[2])
+    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+        t = torch.full((b, frames), s * NUM_TRAIN_TIMESTEPS, device=first.device)
+        t[:, 0] = 0.0
+        _, velocity = backbone(x, context, t.repeat_interleave(tokens, dim=1), first_frame_causal=True)
+        x[:, :, 1:] = x[:, :, 1:] + (s_next - s) * velocity[:, :, 1:]
+    return x

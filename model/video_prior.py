@@ -16,12 +16,7 @@ import torch
 from torch import nn
 
 from model.backbone import WanBackbone
-from model.video_objective import (
-    NUM_TRAIN_TIMESTEPS,
-    masked_video_loss,
-    noise_clip,
-    shifted_sigma,
-)
+from model.video_objective import masked_video_loss, noise_clip, sample_future
 
 
 class VideoPrior(nn.Module):
@@ -56,15 +51,5 @@ class VideoPrior(nn.Module):
                       ) -> torch.Tensor:
         """Frames 1.. generated from noise by Euler steps on the shifted sigma schedule; frame 0 is given."""
         video = batch["video_latents"]
-        b, f = video.shape[0], video.shape[2]
-        ctx = self.context(batch)
-        x = torch.randn(video.shape, generator=generator, device=video.device, dtype=video.dtype)
-        x[:, :, 0] = video[:, :, 0]
-        sigmas = shifted_sigma(torch.linspace(1.0, 0.0, steps + 1), self.flow_shift).tolist()
-        tokens = self.tokens_per_frame(video)
-        for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-            t = torch.full((b, f), s * NUM_TRAIN_TIMESTEPS, device=video.device)
-            t[:, 0] = 0.0
-            _, velocity = self.backbone(x, ctx, t.repeat_interleave(tokens, dim=1), first_frame_causal=True)
-            x[:, :, 1:] = x[:, :, 1:] + (s_next - s) * velocity[:, :, 1:]
-        return x
+        return sample_future(self.backbone, video[:, :, :1], video.shape[2], self.context(batch), self.flow_shift,
+                             steps, generator)
