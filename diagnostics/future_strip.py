@@ -79,11 +79,12 @@ def rollout_clip(episode: EpisodeSpec, policy: LightWAMPolicy, settings: LoopSet
     """Closed loop as evaluation runs it, for one clip's span: the first request (what the model sees at t=0)
     and the clip's frames [n, H, W * cameras, 3] at render size, past the episode's end clamped as the cache pads."""
     worker, span = Worker([episode], settings), (geometry.num_frames - 1) * geometry.frame_stride
+    chunks = LearnedPolicy(policy)  # what evaluation's driver asks for each waiting observation
     step = worker.next(None)
     first = step.request
     assert first is not None
     while step.request is not None and len(worker.frames) <= span:
-        step = worker.next(LearnedPolicy(policy).act_batch([step.request])[0])
+        step = worker.next(chunks.act_batch([step.request])[0])
     worker.close()
     frames = np.stack(worker.frames)  # frame k: the observation after k control steps (frame 0: the reset)
     return first, frames[plan_episode(len(frames), geometry).video_index[0]]
