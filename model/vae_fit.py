@@ -39,29 +39,35 @@ def fit_vae(
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """Train `vae` in place on random batches of `frames` (uint8 [N, H, W, 3] or clips [N, T, H, W, 3]);
-    returns the loss per step."""
+    returns the loss per step. With clips, `cfg.frame_steps` single-frame steps come first; one
+    optimizer and one learning-rate schedule span both phases."""
     if len(frames) == 0:
         raise ValueError("fit_vae needs at least one frame")
     device = next(vae.parameters()).device
     rng = np.random.default_rng(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    single = frames.reshape(-1, *frames.shape[2:]) if frames.ndim == 5 and cfg.frame_steps > 0 else None
+    phases = ([(single, cfg.frame_steps, cfg.frame_batch_size)] if single is not None else []) + [
+        (frames, cfg.steps, cfg.batch_size)]
+    total = sum(steps for _, steps, _ in phases)
     vae.train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
-    losses = []
-    for step in range(cfg.steps):
-        x = frames_to_clips(frames[rng.integers(0, len(frames), cfg.batch_size)]).to(device)
-        posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample(generator)).sample
-        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + cfg.kl_weight * posterior.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if on_step is not None:
-            on_step(step, losses[-1])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.05)
+    losses: list[float] = []
+    for data, steps, batch_size in phases:
+        for _ in range(steps):
+            x = frames_to_clips(data[rng.integers(0, len(data), batch_size)]).to(device)
+            posterior = vae.encode(x).latent_dist
+            recon = vae.decode(posterior.sample(generator)).sample
+            loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + cfg.kl_weight * posterior.kl().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            if on_step is not None:
+                on_step(len(losses) - 1, losses[-1])
     vae.eval().requires_grad_(False)
     set_latent_stats(vae, frames)
     return losses
@@ -81,10 +87,12 @@ def fit_vae_timed(vae: AutoencoderKLWan, frames: np.ndarray, cfg: VaeFitConfig,
                   report_every: int = 50, report: Callable[[str], None] = print) -> list[float]:
     """`fit_vae` with a progress line every `report_every` steps (loss and steps per second)."""
     start = time.perf_counter()
+    total = cfg.steps + (cfg.frame_steps if frames.ndim == 5 else 0)
 
     def on_step(step: int, loss: float) -> None:
-        if (step + 1) % report_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % report_every == 0 or step + 1 == total:
             rate = (step + 1) / (time.perf_counter() - start)
-            report(f"VAE fit step {step + 1}/{cfg.steps}: loss {loss:.4f} ({rate:.2f} steps/s)")
+            phase = "frames" if step < total - cfg.steps else "clips"
+            report(f"VAE fit step {step + 1}/{total} ({phase}): loss {loss:.4f} ({rate:.2f} steps/s)")
 
     return fit_vae(vae, frames, cfg, on_step)

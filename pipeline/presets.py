@@ -142,7 +142,10 @@ def bench_prior() -> Config:
     # about 4 hours of two cores in all (benchmarks/prior_pilot.md)
     cfg.pretrain.before_run = True
     cfg.corpus.episodes_per_task = 20
-    cfg.vae_fit.fit.steps = 1000
+    # the VAE: single frames first (the spatial path, what the expert reads), then clips (the temporal layers)
+    cfg.vae_fit.max_frames = 8192
+    cfg.vae_fit.fit.frame_steps = 800
+    cfg.vae_fit.fit.steps = 250
     cfg.vae_fit.fit.batch_size = 4  # clips of 9 frames
     cfg.pretrain.steps = 20000
     cfg.pretrain.val_every = 500

@@ -50,3 +50,13 @@ def test_fitting_learns_the_frames_and_normalizes_the_latents(frames, tmp_path: 
 def test_fit_refuses_no_frames():
     with pytest.raises(ValueError, match="at least one frame"):
         fit_vae(build_vae(TINY_VAE), np.zeros((0, 32, 32, 3), np.uint8), VaeFitConfig(steps=1))
+
+
+def test_clip_fit_starts_with_their_single_frames(frames):
+    """`frame_steps` single-frame steps, then the clip steps: the single frames alone already reconstruct."""
+    clips = np.stack([frames[i:i + 5] for i in range(0, 25, 5)])  # [5, 5, H, W, 3]: 5-frame "clips"
+    vae = build_vae(TINY_VAE)
+    before = reconstruction_error(vae, frames_to_clips(frames))
+    losses = fit_vae(vae, clips, VaeFitConfig(steps=3, batch_size=2, frame_steps=60, frame_batch_size=8, lr=3e-3))
+    assert len(losses) == 63
+    assert reconstruction_error(vae, frames_to_clips(frames)) < 0.5 * before

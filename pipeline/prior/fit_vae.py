@@ -115,13 +115,14 @@ def fit(cfg: Config) -> FitResult:
     held = frames[: min(len(frames) // 10, 64)] if len(frames) >= 20 else frames[:0]
     train = frames[len(held):]
     console.print(f"fit_vae: '{name}': {len(train)} training clips ({len(held)} held out) of "
-                  f"{frames.shape[1:-1]} (frames x height x width), {vc.fit.steps} steps")
+                  f"{frames.shape[1:-1]} (frames x height x width), {vc.fit.frame_steps} steps on their single frames, "
+                  f"then {vc.fit.steps} on clips")
     with mlflow.start_run(experiment_id=experiment_id, run_name=name) as run:
         mlflow.set_tags({RUN_TAG: name, "lightwam.dataset_fingerprint": data_fp})
         mlflow.log_params({k: str(v)[:500] for k, v in to_flat_dict(cfg).items()
                            if k.startswith(("cache.vae.", "vae_fit.", "cache.image_", "data."))})
         vae = build_vae(cfg.cache.vae)
-        every = max(1, min(50, vc.fit.steps // 10))
+        every = max(1, min(50, (vc.fit.steps + vc.fit.frame_steps) // 10))
         losses = fit_vae_timed(vae, train, vc.fit, report_every=every, report=console.print)
         stamp = int(time.time() * 1000)
         for start in range(0, len(losses), 1000):  # MLflow takes at most 1000 metrics per batch
