@@ -101,7 +101,7 @@ def child(preset: str, path: str, runs: int, warmup: int, threads: int) -> dict:
         t1 = time.perf_counter()
         fused = dit(latent)
         t2 = time.perf_counter()
-        actions = model.expert(fused, model.patch_grid(latent), proprio)
+        actions = model.expert(fused, model.shortcut_offset({"proprio": proprio, "current_pixels": pixels}))
         t3 = time.perf_counter()
         assert actions.shape == (1, cfg.model.action_horizon, cfg.model.action_dim)
         return t1 - t0, t2 - t1, t3 - t2, actions, time.process_time() - c0
