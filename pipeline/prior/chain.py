@@ -29,7 +29,6 @@ def ensure_prior(cfg: Config) -> tuple[str, str]:
     from pipeline.prior.corpus import ensure_corpus
     from pipeline.prior.fit_vae import fit
     from pipeline.prior.pretrain import pretrain
-    from stages.cache_loader import open_cache
 
     console.print("prior 1/4: action-free corpus")
     view = corpus_view(cfg, str(ensure_corpus(cfg)))
@@ -43,7 +42,7 @@ def ensure_prior(cfg: Config) -> tuple[str, str]:
     if not built.ok:
         raise SystemExit(f"corpus cache failed: {built.message}")
     console.print("prior 4/4: video pretraining of the DiT")
-    prior_uri = pretrain(view, open_cache(view))
+    prior_uri = pretrain(view, built.open())
     cfg.cache.vae.pretrained_path, cfg.model.backbone.pretrained_path = vae_uri, prior_uri
     console.print(f"prior: VAE {vae_uri}, DiT {prior_uri}")
     return vae_uri, prior_uri
