@@ -198,7 +198,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=200, help="test layouts per task")
     parser.add_argument("--cameras", nargs="+", default=None, help="cameras side by side; default the bench preset's")
     parser.add_argument("--features", nargs="+", default=["latent", "latent-coded", "pixels"],
-                        choices=["latent", "latent-coded", "latent-fitted", "pixels"], help="what the probes read")
+                        choices=["latent", "latent-coded", "latent-fitted", "pixels", "prior"], help="what the probes read")
     parser.add_argument("--fit-vae-steps", type=int, default=600, help="for latent-fitted: VAE training steps")
     parser.add_argument("--codec", type=Codec, default=Codec.h264, choices=list(Codec),
                         help="demo video codec for the latent-coded features (training frames)")
