@@ -212,8 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     commands: dict[ArmKey, list[str]] = {}
     for key in args.keys:
         commands[key] = arm_overrides(key, args)
-        seconds = run_pipeline(commands[key])
-        results[key] = read_arm(Arm(key.label, tuple(commands[key])), commands[key], seconds)
+        seconds, run_id = run_pipeline(commands[key])
+        results[key] = read_arm(Arm(key.label, tuple(commands[key])), commands[key], seconds, run_id)
     table = markdown(results, commands, machine_line)
     print("\n" + table)
     if args.no_write:

@@ -111,15 +111,22 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
     return out + list(args.overrides)
 
 
-def run_pipeline(overrides: list[str]) -> float:
-    """`python -m pipeline.run` in a subprocess (its own Ray cluster, its own exit); returns wall seconds."""
+def run_pipeline(overrides: list[str]) -> tuple[float, str]:
+    """`python -m pipeline.run` in a subprocess (its own Ray cluster, its own exit), its output passed through;
+    returns wall seconds and the MLflow run id its summary names (a preset that pretrains a prior first
+    names its run after the prior, which only the run itself knows)."""
     cmd = [sys.executable, "-m", "pipeline.run", *overrides]
     print(f"\n$ {shlex.join(cmd)}", flush=True)
     start = time.perf_counter()
-    code = subprocess.run(cmd, cwd=REPO).returncode
-    if code != 0:
-        raise SystemExit(f"pipeline.run failed (exit {code}): {shlex.join(cmd)}")
-    return time.perf_counter() - start
+    run_id = ""
+    with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            if line.startswith("MLflow run "):
+                run_id = line.split()[2]
+    if proc.returncode != 0:
+        raise SystemExit(f"pipeline.run failed (exit {proc.returncode}): {shlex.join(cmd)}")
+    return time.perf_counter() - start, run_id
 
 
 def evaluation_mismatch(logged: dict, cfg) -> str:
@@ -137,8 +144,9 @@ def evaluation_mismatch(logged: dict, cfg) -> str:
     return "; ".join(problems)
 
 
-def read_arm(arm: Arm, overrides: list[str], pipeline_seconds: float) -> ArmResult:
-    """Find the arm's training run by its config-hash name and read evaluation metrics, checked against results.json."""
+def read_arm(arm: Arm, overrides: list[str], pipeline_seconds: float, run_id: str = "") -> ArmResult:
+    """Find the arm's training run (by id, else by its config-hash name) and read evaluation metrics, checked
+    against results.json."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     from mlflow import MlflowClient
@@ -149,12 +157,17 @@ def read_arm(arm: Arm, overrides: list[str], pipeline_seconds: float) -> ArmResu
 
     cfg, _ = load_config(overrides)
     experiment = tracking.setup(cfg)
-    name = run_name(cfg)
-    runs = mlflow.search_runs([experiment], filter_string=f"tags.`{RUN_NAME_TAG}` = '{name}'",
-                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    client = MlflowClient()
+    if run_id:
+        runs = [client.get_run(run_id)]
+        name = runs[0].data.tags.get(RUN_NAME_TAG, run_id)
+    else:
+        name = run_name(cfg)
+        runs = mlflow.search_runs([experiment], filter_string=f"tags.`{RUN_NAME_TAG}` = '{name}'",
+                                  order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
     if not runs:
         raise SystemExit(f"no MLflow run named {name} in {tracking.tracking_uri(cfg)}")
-    run, client = runs[0], MlflowClient()
+    run = runs[0]
     metrics, n = run.data.metrics, cfg.eval.episodes_per_task
     with tempfile.TemporaryDirectory() as tmp:
         logged = json.loads(Path(mlflow.artifacts.download_artifacts(
@@ -249,8 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for arm in ARMS:
         overrides = base + list(arm.overrides)
-        seconds = run_pipeline(overrides)
-        results.append(read_arm(arm, overrides, seconds))
+        seconds, run_id = run_pipeline(overrides)
+        results.append(read_arm(arm, overrides, seconds, run_id))
     table = markdown(results, base, machine_line)
     print("\n" + table)
     if not args.no_write:
