@@ -25,7 +25,8 @@ from datetime import datetime
 from pathlib import Path
 
 from benchmarks import machine
-from benchmarks.metaworld import Arm, ArmResult, interval, read_arm, run_pipeline, update_results, wilson_cell
+from benchmarks.metaworld import (Arm, ArmResult, interval, parse_with_overrides, read_arm, run_pipeline,
+                                  update_results, wilson_cell)
 from sim.evaluation import wilson_interval
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,11 +196,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=REPO / "docs" / "results-log.md", help="markdown log to update")
     parser.add_argument("--figure", type=Path, default=REPO / "benchmarks" / "figures" / "claim.png")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
-    args, extra = parser.parse_known_args(argv)
-    bad = [a for a in extra if "=" not in a or a.startswith("-")]
-    if bad:
-        parser.error(f"unrecognized arguments {bad}: overrides are key=value")
-    args.overrides = extra
+    args = parse_with_overrides(parser, argv)
     args.keys = [ArmKey.parse(k.strip()) for k in args.arms.split(",") if k.strip()]
     return args
 

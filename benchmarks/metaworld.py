@@ -246,6 +246,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help="training steps per arm (preset: 12000)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="markdown file to update")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
+    return parse_with_overrides(parser, argv)
+
+
+def parse_with_overrides(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The flags, and every other argument as a `key=value` pipeline override in `args.overrides`."""
     args, extra = parser.parse_known_args(argv)
     bad = [a for a in extra if "=" not in a or a.startswith("-")]
     if bad:
