@@ -38,15 +38,18 @@ from pipeline.registry import register_version, registered_run
 RUN_TAG = "lightwam.vae_fit"
 
 
-def dataset_frames(cfg: Config, limit: int) -> tuple[np.ndarray, str]:
-    """Clips spread evenly over the dataset, as the cache cuts them (`cache.num_frames` every `cache.frame_stride`,
-    uint8 [N, T, H, W*cameras, 3]; T = 1 with `vae_fit.single_frames`), up to `limit` frames in all; and the
-    dataset's fingerprint."""
+def open_dataset(cfg: Config):
+    """The dataset's reader: its fingerprint names the fit before any frame is decoded."""
     from pipeline.preprocess import dataset_root
     from stages.lerobot import LeRobotDataset
 
-    reader = LeRobotDataset(dataset_root(cfg), cameras=cfg.data.cameras or None, state_key=cfg.data.state_key,
-                            action_key=cfg.data.action_key)
+    return LeRobotDataset(dataset_root(cfg), cameras=cfg.data.cameras or None, state_key=cfg.data.state_key,
+                          action_key=cfg.data.action_key)
+
+
+def dataset_frames(cfg: Config, reader, limit: int) -> np.ndarray:
+    """Clips spread evenly over the dataset, as the cache cuts them (`cache.num_frames` every `cache.frame_stride`,
+    uint8 [N, T, H, W*cameras, 3]; T = 1 with `vae_fit.single_frames`), up to `limit` frames in all."""
     episodes = reader.episodes
     if not episodes:
         raise ValueError(f"dataset {reader.root}: no episodes to fit a VAE on")
@@ -63,7 +66,7 @@ def dataset_frames(cfg: Config, limit: int) -> tuple[np.ndarray, str]:
         out.append(np.concatenate(views, axis=2)[inverse.reshape(index.shape)])
     clips = np.concatenate(out)
     clips = clips[np.random.default_rng(0).permutation(len(clips))[:max(1, limit // t)]]
-    return (clips[:, 0] if t == 1 else clips), reader.fingerprint()
+    return clips[:, 0] if t == 1 else clips
 
 
 def fit_name(cfg: Config, data_fingerprint: str) -> str:
@@ -99,19 +102,21 @@ def _grid(originals: torch.Tensor, recon: torch.Tensor):
 class FitResult:
     uri: str  # models:/NAME/VERSION
     vae: AutoencoderKLWan | None  # the fitted VAE (None when an earlier fit was found)
-    frames: np.ndarray  # the dataset frames it was fitted and measured on
+    frames: np.ndarray | None  # the dataset frames it was fitted and measured on (None when found)
 
 
 def fit(cfg: Config) -> FitResult:
     """Fit (or find the finished fit of) this config's VAE and register it."""
     vc = cfg.vae_fit
-    frames, data_fp = dataset_frames(cfg, vc.max_frames)
+    reader = open_dataset(cfg)
+    data_fp = reader.fingerprint()
     experiment_id = tracking.setup(cfg)
     name = fit_name(cfg, data_fp)
     done = registered_run(experiment_id, RUN_TAG, name, vc.registered_model)
     if done:
         console.print(f"fit_vae: '{name}' already fitted and registered as {done}: skipped")
-        return FitResult(done, None, frames)
+        return FitResult(done, None, None)
+    frames = dataset_frames(cfg, reader, vc.max_frames)
     held = frames[: min(len(frames) // 10, 64)] if len(frames) >= 20 else frames[:0]
     train = frames[len(held):]
     console.print(f"fit_vae: '{name}': {len(train)} training clips ({len(held)} held out) of "
