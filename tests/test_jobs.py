@@ -4,11 +4,13 @@
 `ray job submit --working-dir . -- python -m pipeline.run` jobs with the tiny
 config and the default relative workdir, the second an ablation that keeps the
 cache, then `python -m cluster.local_head stop`. The jobs must share one cache
-outside Ray's temporary copy and log two runs of one experiment to the server.
+outside Ray's temporary copy, leave its files untouched the second time, log two
+runs of one experiment to the server, and `pipeline.compare` must rank them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import shutil
 import subprocess
@@ -39,6 +41,20 @@ def free_port_range(size: int) -> range:
     raise RuntimeError("no free port range for Ray's workers")
 
 
+def cache_files(cache_root: Path) -> dict[str, tuple[int, str]]:
+    """Every file of the cache with its mtime and sha256: any rewrite changes this."""
+    return {str(p.relative_to(cache_root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(cache_root.rglob("*")) if p.is_file()}
+
+
+def compare_table(mlflow_port: int) -> str:
+    env = {**base_env(), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}", "COLUMNS": "200"}
+    out = subprocess.run([sys.executable, "-m", "pipeline.compare"], env=env, cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
 def local_head(command: str, temp: Path, *args: str) -> str:
     out = subprocess.run([sys.executable, "-m", "cluster.local_head", command, "--temp-dir", str(temp), *args],
                          env=base_env(), cwd=REPO, capture_output=True, text=True, timeout=400)
@@ -67,6 +83,7 @@ def test_two_submitted_jobs_share_one_cache_and_one_mlflow_experiment(tmp_path):
         assert f"http://127.0.0.1:{ports['dashboard']}" in started and "answers" in local_head("status", temp)
 
         first = submit(ports["dashboard"])
+        before = cache_files(home / "work" / "cache")
         second = submit(ports["dashboard"], "model.expert.pooling=mean")
         for log in (first, second):
             assert "Traceback" not in log and "Exception ignored" not in log, log[-5000:]
@@ -75,6 +92,7 @@ def test_two_submitted_jobs_share_one_cache_and_one_mlflow_experiment(tmp_path):
         # one cache, in the stable home the head gave its jobs, not in Ray's temporary copy of the repository
         caches = [p for p in (home / "work" / "cache").iterdir() if p.is_dir()]
         assert len(caches) == 1, caches
+        assert cache_files(home / "work" / "cache") == before  # no shard, sidecar or manifest rewritten
         packages = [p for p in temp.glob("session_*/runtime_resources/working_dir_files/_ray_pkg_*") if p.is_dir()]
         assert packages and (packages[0] / "pipeline" / "run.py").is_file()
         for package in packages:  # uploaded without what .gitignore names, and nothing written into it
@@ -99,6 +117,15 @@ def test_two_submitted_jobs_share_one_cache_and_one_mlflow_experiment(tmp_path):
             mlmodel = Model.load(client.download_artifacts(run.info.run_id, "policy/MLmodel", str(tmp_path)))
             assert mlmodel.signature.outputs.input_names() == ["actions"]
 
+        # the compare table ranks both runs and shows the one key that differs
+        table = compare_table(ports["mlflow"])
+        rows = {cells[2]: cells for line in table.splitlines()
+                if len(cells := [c.strip() for c in line.split("│")]) > 4 and cells[2].startswith("demo-")}
+        names = {r.info.run_id: r.data.tags["lightwam.run_name"] for r in runs}
+        assert "model.expert.pooling" in table and set(rows) == set(names.values()), table
+        assert {rows[names[r.info.run_id]][4] for r in runs} == {"query", "mean"}
+        best = max(runs, key=lambda r: (r.data.metrics.get("eval/success_mean", -1), -r.data.metrics["action_loss"]))
+        assert [name for name, cells in rows.items() if cells[1] == "*"] == [names[best.info.run_id]]
         # a job's log reads as lines: nothing wrapped, no Ray connection chatter
         assert "models:/light-wam/1 (also models:/light-wam@latest)" in first
         assert "Connecting to existing Ray cluster" not in first

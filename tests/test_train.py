@@ -7,7 +7,6 @@ DiT, two gloo workers on the loopback cluster.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -207,37 +206,23 @@ def _fake_checkpoint(d: Path, step: int | None, missing: str | None = None) -> P
     return d
 
 
-def test_unreadable_snapshot_is_moved_aside_and_the_newest_complete_checkpoint_chosen(tmp_path):
-    from pipeline.train.resume import SNAPSHOT, recover_unreadable_snapshot
+def test_resume_takes_the_newest_complete_checkpoint_ray_has_not_recorded(tmp_path):
+    """Stopped between writing a checkpoint and recording it, or mid-record: the newest complete one continues."""
+    from pipeline.train.resume import SNAPSHOT, checkpoint_to_resume
 
     run = tmp_path / "run"
     _fake_checkpoint(run / "checkpoint_a", 4)
     best = _fake_checkpoint(run / "checkpoint_b", 6)
     _fake_checkpoint(run / "checkpoint_c", 8, missing="optimizer.safetensors")  # cut short while copied
     _fake_checkpoint(run / "checkpoint_d", None)  # train_state.json empty
-    assert recover_unreadable_snapshot(run) is None  # no snapshot: nothing to recover
-    (run / SNAPSHOT).write_text('{"checkpoints": []}')
-    assert recover_unreadable_snapshot(run) is None  # readable: Ray resumes from it itself
+    assert checkpoint_to_resume(run) == best  # no record yet: Ray would start over
+    record = {"latest_checkpoint_result": {"checkpoint_dir_name": "checkpoint_b", "metrics": {"step": 6}}}
+    (run / SNAPSHOT).write_text(json.dumps(record))
+    assert checkpoint_to_resume(run) is None  # Ray's record names the newest: Ray resumes from it itself
+    record["latest_checkpoint_result"]["metrics"]["step"] = 4
+    (run / SNAPSHOT).write_text(json.dumps(record))
+    assert checkpoint_to_resume(run) == best  # written after Ray's last record
     (run / SNAPSHOT).write_text("")
-    assert recover_unreadable_snapshot(run) == best
+    assert checkpoint_to_resume(run) == best
     assert not (run / SNAPSHOT).exists() and list(run.glob(f"{SNAPSHOT}.unreadable-*"))
-
-
-def test_run_stopped_while_ray_wrote_its_record_continues_from_its_checkpoint(workspace, ray_cluster):
-    """Ray writes its checkpoint record in place; a run stopped mid-write must still continue, not start over."""
-    extra = ["train.steps=60", "train.checkpoint_every=10", "train.plot_every=1000"]
-    cfg, args, proc, storage = train_until_a_checkpoint(workspace, ray_cluster, extra)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode != 0, out  # stopped, not finished
-    (storage / "checkpoint_manager_snapshot.json").write_text("")  # what a stop during Ray's write leaves
-
-    rerun = subprocess.run([sys.executable, "-m", "pipeline.train", *args], env=subprocess_env(ray_cluster),
-                           capture_output=True, text=True, timeout=400)
-    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    assert "unreadable" in rerun.stdout and list(storage.glob("checkpoint_manager_snapshot.json.unreadable-*"))
-    run = mlflow.search_runs(filter_string=f"tags.`lightwam.run_name` = '{cfg.train.run_name}'",
-                             output_format="list", experiment_ids=[tracking.setup(cfg)])[0]
-    assert run.info.status == "FINISHED" and run.data.metrics["step"] == 60
-    resumed = metric_history(cfg, run.info.run_id, "resumed_from_step")
-    assert resumed and resumed[0] > 0 and resumed[0] % 10 == 0  # from a checkpoint, not from scratch
+    assert checkpoint_to_resume(tmp_path / "empty") is None

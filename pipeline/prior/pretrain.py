@@ -36,7 +36,7 @@ from pipeline.prior.worker import pretrain_loop_per_worker
 from pipeline.registry import register_version, registered_run
 from pipeline.train.allocator import worker_env
 from pipeline.train.progress import TrainingProgress
-from pipeline.train.resume import recover_unreadable_snapshot
+from pipeline.train.resume import checkpoint_to_resume
 from pipeline.workdir import ray_storage
 from stages.cache_loader import CacheHandle
 
@@ -59,7 +59,7 @@ def pretrain_name(cfg: Config, cache: CacheHandle) -> str:
 
 def _trainer(cfg: Config, cache: CacheHandle, name: str, run_id: str) -> TorchTrainer:
     tc = cfg.train
-    recovered = recover_unreadable_snapshot(ray_storage(cfg) / name)
+    recovered = checkpoint_to_resume(ray_storage(cfg) / name)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     return TorchTrainer(
         pretrain_loop_per_worker,

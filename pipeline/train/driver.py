@@ -30,7 +30,7 @@ from pipeline.pretrained import describe, resolve_config_paths
 from pipeline.train.allocator import worker_env
 from pipeline.train.data import split_cache
 from pipeline.train.progress import TrainingProgress
-from pipeline.train.resume import recover_unreadable_snapshot
+from pipeline.train.resume import checkpoint_to_resume
 from pipeline.train.worker import train_loop_per_worker
 from pipeline.workdir import ray_storage
 from stages.action_free import require_actions
@@ -73,7 +73,7 @@ def _registered_version(run_id: str, model_name: str) -> str | None:
 
 def _trainer(cfg: Config, cache: CacheHandle, name: str, run_id: str, uri: str) -> TorchTrainer:
     tc = cfg.train
-    recovered = recover_unreadable_snapshot(ray_storage(cfg) / name)
+    recovered = checkpoint_to_resume(ray_storage(cfg) / name)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     threads = max(1, cpus // tc.num_workers) if not tc.use_gpu else 4
     return TorchTrainer(
