@@ -174,7 +174,10 @@ def score(pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
 
 
 def prior_features(cfg, vae_path: str, prior_path: str, task: str, frames: np.ndarray, raw: torch.Tensor) -> dict:
-    """The fitted VAE's latents, and the expert's input states: prior DiT on them, random DiT on random latents."""
+    """The fitted VAE's latents, and the expert's input states: prior DiT on them, random DiT on random latents.
+
+    The prior's states are probed at every block the expert reads (`adapter_layers`), the random DiT's at the last.
+    """
     from diagnostics import prior_states as ps
 
     fitted = latents(ps.load_vae(cfg, vae_path), frames)
@@ -184,11 +187,13 @@ def prior_features(cfg, vae_path: str, prior_path: str, task: str, frames: np.nd
         p = cfg.model.backbone.patch_size
         return states.transpose(1, 2).unflatten(2, (like.shape[2] // p[1], like.shape[3] // p[2]))
 
-    prior = grid(ps.dit_states(ps.load_backbone(cfg, prior_path), fitted, context), fitted)
-    random = grid(ps.dit_states(ps.load_backbone(cfg, ""), raw, context), raw)
-    return {f"fitted latent ({vae_path})": (fitted, fitted, False),
-            "random DiT states on random latents": (random, random, False),
-            f"prior DiT states ({prior_path}) on fitted latents": (prior, prior, False)}
+    random = grid(list(ps.dit_states(ps.load_backbone(cfg, ""), raw, context).values())[-1], raw)
+    feats = {f"fitted latent ({vae_path})": (fitted, fitted, False),
+             "random DiT states (last fused block) on random latents": (random, random, False)}
+    for layer, states in ps.dit_states(ps.load_backbone(cfg, prior_path), fitted, context).items():
+        prior = grid(states, fitted)
+        feats[f"prior DiT block {layer} states ({prior_path}) on fitted latents"] = (prior, prior, False)
+    return feats
 
 
 def main() -> None:

@@ -45,11 +45,13 @@ def text_context(cfg: Config, task: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def dit_states(backbone: WanBackbone, latents: torch.Tensor, context: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """[N, z, h, w] current-frame latents -> [N, tokens, D]: the last fused block's states, frame clean (t = 0)."""
-    out = []
+def dit_states(backbone: WanBackbone, latents: torch.Tensor, context: torch.Tensor,
+               batch: int = 64) -> dict[int, torch.Tensor]:
+    """[N, z, h, w] current-frame latents -> {fused layer: [N, tokens, D]}: each fused block's states, frame clean."""
+    out: dict[int, list[torch.Tensor]] = {layer: [] for layer in backbone.fused_layers}
     for i in range(0, len(latents), batch):
         x = latents[i:i + batch, :, None]
         fused, _ = backbone(x, context.expand(len(x), -1, -1), truncate=True)
-        out.append(fused[-1].float())
-    return torch.cat(out)
+        for layer, states in zip(backbone.fused_layers, fused):
+            out[layer].append(states.float())
+    return {layer: torch.cat(parts) for layer, parts in out.items()}

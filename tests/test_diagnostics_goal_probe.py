@@ -49,6 +49,8 @@ def test_prior_states_read_the_saved_dit_not_a_random_one(tmp_path):
     context = prior_states.text_context(cfg, "reach-v3")
     loaded = prior_states.dit_states(prior_states.load_backbone(cfg, str(tmp_path)), latents, context, batch=2)
     torch.testing.assert_close(loaded, prior_states.dit_states(saved, latents, context))
-    assert loaded.shape == (3, 4, cfg.model.backbone.num_attention_heads * cfg.model.backbone.attention_head_dim)
+    assert list(loaded) == sorted(cfg.model.backbone.adapter_layers)  # every block the expert reads
+    width = cfg.model.backbone.num_attention_heads * cfg.model.backbone.attention_head_dim
+    assert all(states.shape == (3, 4, width) for states in loaded.values())
     random = prior_states.dit_states(prior_states.load_backbone(cfg, ""), latents, context)
-    assert not torch.allclose(random, loaded)
+    assert not any(torch.allclose(random[layer], loaded[layer]) for layer in loaded)
