@@ -2,6 +2,8 @@
 
     python -m benchmarks.mlflow_screenshots --tracking-uri http://127.0.0.1:5000 --out shots/
     python -m benchmarks.mlflow_screenshots --tracking-uri sqlite:///work/mlflow/mlflow.db --out shots/
+    python -m benchmarks.mlflow_screenshots --tracking-uri sqlite:///work/mlflow/mlflow.db \
+        --filter "tags.lightwam.claim_arm LIKE '%'" --runs 6   # the claim's arms side by side
 
 With a sqlite store it starts `mlflow ui` on a free 127.0.0.1 port for the
 duration (stopped by its process id). Needs a headless Chromium on PATH
@@ -75,17 +77,20 @@ def screenshot(chromium: str, url: str, out: Path, size: str = "1600,1400", wait
     return out
 
 
-def pages(client: MlflowClient, base: str, experiment: str, model: str) -> dict[str, str]:
-    """The URLs worth a look, for the experiment's newest runs."""
+def pages(client: MlflowClient, base: str, experiment: str, model: str, filter_string: str = "",
+          max_runs: int = 5) -> dict[str, str]:
+    """The URLs worth a look, for the experiment's newest runs (those `filter_string` selects)."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise SystemExit(f"no experiment named {experiment!r} at {client.tracking_uri}")
-    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=5)
+    runs = client.search_runs([exp.experiment_id], filter_string, order_by=["attributes.start_time DESC"],
+                              max_results=max_runs)
     if not runs:
-        raise SystemExit(f"experiment {experiment!r} has no runs")
+        raise SystemExit(f"experiment {experiment!r} has no runs" + (f" matching {filter_string}" if filter_string else ""))
     eid, ids = exp.experiment_id, [r.info.run_id for r in runs]
     urls = {
-        "runs_table": f"{base}/#/experiments/{eid}/runs?{UI_TRAINING_MODE}",
+        "runs_table": f"{base}/#/experiments/{eid}/runs?{UI_TRAINING_MODE}"
+                      + (f"&searchFilter={urllib.parse.quote(filter_string)}" if filter_string else ""),
         "run_charts": f"{base}/#/experiments/{eid}/runs/{ids[0]}/model-metrics?{UI_TRAINING_MODE}",
         "compare": f"{base}/#/compare-runs?runs={urllib.parse.quote(json.dumps(ids))}"
                    f"&experiments={urllib.parse.quote(json.dumps([eid]))}&{UI_TRAINING_MODE}",
@@ -103,13 +108,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--experiment", default="light-wam")
     parser.add_argument("--model", default="light-wam", help="registered model name")
     parser.add_argument("--out", type=Path, default=Path("mlflow-screenshots"))
+    parser.add_argument("--filter", default="", help="MLflow search filter for the runs shown, e.g. tags.KEY = 'V'")
+    parser.add_argument("--runs", type=int, default=5, help="newest runs to compare")
     args = parser.parse_args(argv)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if chromium is None:
         raise SystemExit("no headless Chromium on PATH (Debian: apt-get install chromium)")
     args.out.mkdir(parents=True, exist_ok=True)
     with mlflow_ui(args.tracking_uri) as base:
-        for name, url in pages(MlflowClient(args.tracking_uri), base, args.experiment, args.model).items():
+        for name, url in pages(MlflowClient(args.tracking_uri), base, args.experiment, args.model,
+                               args.filter, args.runs).items():
             print(screenshot(chromium, url, (args.out / f"{name}.png").resolve()), url)
 
 
