@@ -19,6 +19,8 @@ import psutil
 from mlflow import MlflowClient
 from tiny import run_args
 
+from pipeline.train.resume import checkpoint_step
+
 REPO = Path(__file__).resolve().parent.parent
 RUN_NAME_TAG = "lightwam.run_name"
 
@@ -54,8 +56,9 @@ def run_named(work: Path, name: str):
     return found[0]
 
 
-def checkpoints(storage: Path) -> list[Path]:
-    return sorted(p for p in storage.glob("checkpoint_*") if p.is_dir())
+def complete_checkpoints(storage: Path) -> list[Path]:
+    """Checkpoint directories written in full (a stop may come while the next one is being copied)."""
+    return sorted(p for p in storage.glob("checkpoint_*") if p.is_dir() and checkpoint_step(p) is not None)
 
 
 def alive(procs: list[psutil.Process], grace: float = 15.0) -> list[psutil.Process]:
@@ -88,9 +91,9 @@ def test_interrupted_run_stops_its_cluster_and_resumes(tmp_path):
     try:
         storage = work / "ray_results" / name
         deadline = time.time() + 600
-        while not checkpoints(storage) and proc.poll() is None and time.time() < deadline:
+        while not complete_checkpoints(storage) and proc.poll() is None and time.time() < deadline:
             time.sleep(0.5)
-        assert checkpoints(storage) and proc.poll() is None, "no checkpoint while the run was training"
+        assert complete_checkpoints(storage) and proc.poll() is None, "no checkpoint while the run was training"
         started = psutil.Process(proc.pid).children(recursive=True)  # the embedded GCS, raylet, workers...
         assert any(p.name() == "raylet" for p in started)
         proc.send_signal(signal.SIGTERM)
