@@ -19,7 +19,7 @@ import psutil
 from mlflow import MlflowClient
 from tiny import run_args
 
-from pipeline.train.resume import checkpoint_step
+from pipeline.train.resume import newest_complete_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_NAME_TAG = "lightwam.run_name"
@@ -56,11 +56,6 @@ def run_named(work: Path, name: str):
     return found[0]
 
 
-def complete_checkpoints(storage: Path) -> list[Path]:
-    """Checkpoint directories written in full (a stop may come while the next one is being copied)."""
-    return sorted(p for p in storage.glob("checkpoint_*") if p.is_dir() and checkpoint_step(p) is not None)
-
-
 def alive(procs: list[psutil.Process], grace: float = 15.0) -> list[psutil.Process]:
     """The processes still running after `grace` seconds (a zombie has exited: it only awaits reaping)."""
     deadline = time.time() + grace
@@ -91,9 +86,10 @@ def test_interrupted_run_stops_its_cluster_and_resumes(tmp_path):
     try:
         storage = work / "ray_results" / name
         deadline = time.time() + 600
-        while not complete_checkpoints(storage) and proc.poll() is None and time.time() < deadline:
+        # stopped once a checkpoint is written in full (not while it is being copied)
+        while not newest_complete_checkpoint(storage) and proc.poll() is None and time.time() < deadline:
             time.sleep(0.5)
-        assert complete_checkpoints(storage) and proc.poll() is None, "no checkpoint while the run was training"
+        assert newest_complete_checkpoint(storage) and proc.poll() is None, "no checkpoint while the run was training"
         started = psutil.Process(proc.pid).children(recursive=True)  # the embedded GCS, raylet, workers...
         assert any(p.name() == "raylet" for p in started)
         proc.send_signal(signal.SIGTERM)

@@ -56,17 +56,12 @@ def newest_complete_checkpoint(run_dir: Path) -> Path | None:
     return max(complete, key=lambda d: complete[d]) if complete else None
 
 
-def _snapshot_readable(path: Path) -> bool:
+def _recorded_step(path: Path) -> int | None:
+    """The step of the newest checkpoint Ray's record names (0 when it names none), None when unreadable."""
     try:
-        json.loads(path.read_text())
-        return True
+        latest = json.loads(path.read_text()).get("latest_checkpoint_result") or {}
     except (ValueError, UnicodeDecodeError):
-        return False
-
-
-def _recorded_step(path: Path) -> int:
-    """The step of the newest checkpoint Ray's record names (0 when it names none)."""
-    latest = json.loads(path.read_text()).get("latest_checkpoint_result") or {}
+        return None
     return int((latest.get("metrics") or {}).get("step", 0))
 
 
@@ -78,21 +73,20 @@ def checkpoint_to_resume(run_dir: Path) -> Path | None:
     """
     path = Path(run_dir) / SNAPSHOT
     newest = newest_complete_checkpoint(run_dir)
-    if path.exists() and _snapshot_readable(path):
-        if newest is None or checkpoint_step(newest) <= _recorded_step(path):
-            return None
-        console.print(f"[yellow]train: {newest.name} (step {checkpoint_step(newest)}) was written but not yet "
-                      f"recorded by Ray when the last run stopped; continuing from it")
-        return newest
-    if not path.exists():
-        if newest is not None:
-            console.print(f"[yellow]train: the last run stopped before Ray recorded any checkpoint; "
-                          f"continuing from {newest.name} (step {checkpoint_step(newest)})")
-        return newest
-    aside = path.with_name(f"{SNAPSHOT}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
-    path.rename(aside)
-    where = f"continuing from {newest.name} (step {checkpoint_step(newest)})" if newest else \
-        "no complete checkpoint found: training starts over"
-    console.print(f"[yellow]train: Ray's checkpoint record {path} was unreadable (the last run was stopped while "
-                  f"writing it); moved to {aside.name}, {where}")
+    if newest is None and not path.exists():
+        return None  # a fresh run
+    step = checkpoint_step(newest) if newest else 0
+    recorded = _recorded_step(path) if path.exists() else None
+    if recorded is not None:
+        if step <= recorded:
+            return None  # Ray restores it itself
+        why = f"{newest.name} was written but not yet recorded by Ray when the last run stopped"
+    elif path.exists():
+        aside = path.with_name(f"{SNAPSHOT}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.rename(aside)
+        why = f"Ray's checkpoint record was unreadable (stopped while writing it), moved to {aside.name}"
+    else:
+        why = "the last run stopped before Ray recorded any checkpoint"
+    where = f"continuing from {newest.name} (step {step})" if newest else "no complete checkpoint: training starts over"
+    console.print(f"[yellow]train: {why}; {where}")
     return newest
