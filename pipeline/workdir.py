@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.output_paths import output_path
+from sim.demos import demo_config_hash
 
 
 def workdir(cfg: Config) -> Path:
@@ -13,7 +14,8 @@ def workdir(cfg: Config) -> Path:
 
 
 def demo_dataset_dir(cfg: Config) -> Path:
-    return workdir(cfg) / "datasets" / "metaworld-demo"
+    """One directory per demo config, so an ablation over the demos never records over another's dataset."""
+    return workdir(cfg) / "datasets" / f"metaworld-demo-{demo_config_hash(cfg.demo)}"
 
 
 def cache_root(cfg: Config) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.cli import load_config
-from pipeline.workdir import cache_root, mlflow_dir, workdir
+from pipeline.workdir import cache_root, demo_dataset_dir, mlflow_dir, workdir
 
 
 @pytest.fixture
@@ -41,3 +41,11 @@ def test_outside_a_job_a_relative_workdir_stays_in_the_current_directory(tmp_pat
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LIGHT_WAM_HOME", raising=False)
     assert workdir(load_config([])[0]) == tmp_path / "work"
+
+
+def test_an_ablation_over_the_demos_keeps_each_dataset_it_recorded(tmp_path):
+    twenty = load_config([f"workdir={tmp_path}", "preset=bench", "demo.episodes_per_task=20"])[0]
+    five = load_config([f"workdir={tmp_path}", "preset=bench", "demo.episodes_per_task=5"])[0]
+    again = load_config([f"workdir={tmp_path}", "preset=bench", "demo.episodes_per_task=20", "train.steps=7"])[0]
+    assert demo_dataset_dir(twenty) != demo_dataset_dir(five)
+    assert demo_dataset_dir(again) == demo_dataset_dir(twenty)
