@@ -141,7 +141,7 @@ def bar_chart(results: dict[ArmKey, ArmResult], path: Path):
 
     keys = list(results)
     tasks = list(results[keys[0]].successes) + ["mean"]
-    fig, ax = plt.subplots(figsize=(max(8.0, 1.1 * len(tasks) * max(1, len(keys)) / 3), 4.2))
+    fig, ax = plt.subplots(figsize=(min(16.0, max(8.0, 0.22 * len(tasks) * len(keys))), 4.5))
     width = 0.8 / len(keys)
     for i, key in enumerate(keys):
         cells = [results[key].successes.get(t, (0, 0)) for t in tasks[:-1]] + [pooled(results[key])]
@@ -151,11 +151,11 @@ def bar_chart(results: dict[ArmKey, ArmResult], path: Path):
         ax.bar([t + (i - (len(keys) - 1) / 2) * width for t in range(len(tasks))], rates, width, yerr=err,
                capsize=2, label=key.label)
     ax.set_xticks(range(len(tasks)), [t.removesuffix("-v3") for t in tasks], rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.22)  # room for the legend above the bars
     ax.set_ylabel("closed-loop success (95% Wilson interval)")
     ax.set_title("MetaWorld MT10: pretrained prior (A), no video loss (B), random prior (C), best command (D)",
                  fontsize=9)
-    ax.legend(fontsize=7, ncol=min(len(keys), 4))
+    ax.legend(fontsize=7, ncol=len(keys), loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
