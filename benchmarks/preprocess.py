@@ -1,6 +1,6 @@
 """Benchmark the offline cache on this machine: Ray pipeline vs the naive loop vs encode alone.
 
-`python -m benchmarks.preprocess [--geometry demo|paper|both] [--paper-samples N]`
+`python -m benchmarks.preprocess [--geometry demo|paper|both|none] [--paper-samples N] [--scale K]`
 
 On the same episodes and samples, measures
 - pipeline: the production Ray Data pipeline (`pipeline.preprocess.run_pipeline`), wall time
@@ -11,6 +11,8 @@ On the same episodes and samples, measures
 - peak memory: the largest summed RSS of this process and all Ray worker processes.
 The demo geometry uses the demo preset; the paper geometry is 2 x 224x224 cameras side by
 side, 9 frames at stride 4, and the full-size Wan VAE with random weights.
+`--scale K` also runs the pipeline on the demo's first `--demo-episodes` episodes and on K times
+as many, grouped into shards as `pipeline.preprocess` groups them: time and peak memory ratios.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pipeline.preprocess import dataset_root, run_pipeline
 from stages.decode import DecodeGroup, DecodeSpec, clip_pixels, resize
 from stages.encode import EncodeSpec, VaeEncoder
 from stages.lerobot import LeRobotDataset
-from stages.plan import ClipGeometry, plan_episode, samples_in
+from stages.plan import ClipGeometry, group_episodes, plan_episode, samples_in
 from stages.text import ensure_text_embeddings, text_identity
 
 PAPER_GEOMETRY = ["cache.image_height=224", "cache.image_width=224", "cache.num_frames=9",
@@ -170,10 +172,47 @@ def run_geometry(name: str, overrides: list[str], episodes: int, workdir: str) -
     return {"cfg": cfg, "samples": total, "results": results}
 
 
-def report(runs: dict[str, dict]) -> None:
+def run_scaling(episodes: int, factor: int, workdir: str) -> list[tuple[int, Phase]]:
+    """The production pipeline on `episodes` and on `factor` x `episodes` demo episodes, shards as in a real build."""
+    cfg = load_config([f"workdir={workdir}"])[0]
+    root = dataset_root(cfg)
+    reader = LeRobotDataset(root, cameras=cfg.data.cameras or None)
+    if len(reader.episodes) < episodes * factor:
+        raise SystemExit(f"--scale {factor}: the demo dataset has {len(reader.episodes)} episodes, "
+                         f"{episodes * factor} needed; lower --demo-episodes or raise demo.episodes_per_task")
+    geom = ClipGeometry.from_config(cfg.cache)
+    text_keys = ensure_text_embeddings(cfg.cache.text, reader.tasks, Path(tempfile.mkdtemp()),
+                                       text_identity(cfg.cache.text))
+    out = []
+    for count in (episodes, episodes * factor):
+        lengths = {e.index: e.length for e in reader.episodes[:count]}
+        todo = list(enumerate(group_episodes(lengths, geom, cfg.cache.samples_per_shard)))
+        total = sum(samples_in(n, geom) for n in lengths.values())
+        phase = bench_pipeline(cfg, root, reader.camera_keys, text_keys, todo, total)
+        console.print(f"  scaling: {count} episodes, {len(todo)} shards, {total} samples in {phase.seconds:.1f}s")
+        out.append((count, phase))
+    return out
+
+
+def report_scaling(rows: list[tuple[int, Phase]]) -> None:
+    (n0, base), (n1, big) = rows
+    table = Table(title=f"offline cache scaling (demo geometry, {n1 // n0}x the episodes)")
+    for col in ("episodes", "samples", "seconds", "samples/s", "peak GiB", "time ratio", "data ratio", "peak ratio"):
+        table.add_column(col, justify="right")
+    for n, phase in rows:
+        table.add_row(str(n), str(phase.samples), f"{phase.seconds:.1f}", f"{phase.rate:.2f}",
+                      f"{phase.peak_bytes / 2**30:.2f}", f"{phase.seconds / base.seconds:.2f}x",
+                      f"{phase.samples / base.samples:.2f}x", f"{phase.peak_bytes / base.peak_bytes:.2f}x")
+    Console(width=120).print(table)
+
+
+def print_machine() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "?")
     console.print(f"machine: {cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
                   f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+
+
+def report(runs: dict[str, dict]) -> None:
     table = Table(title="offline cache throughput")
     for col in ("geometry", "samples", "pipeline/s", "naive/s", "encode/s", "vs naive", "overhead", "s/clip",
                 "CPU s/clip enc/naive", "peak GiB pipe/naive"):
@@ -190,18 +229,21 @@ def report(runs: dict[str, dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--geometry", choices=["demo", "paper", "both"], default="both")
+    parser.add_argument("--geometry", choices=["demo", "paper", "both", "none"], default="both")
     parser.add_argument("--demo-episodes", type=int, default=4)
     parser.add_argument("--paper-samples", type=int, default=3, help="one episode, sampled this many times")
     parser.add_argument("--workdir", default="work")
+    parser.add_argument("--scale", type=int, default=0, help="also time K x --demo-episodes against --demo-episodes")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from cluster.config import ClusterConfig
     from cluster.ray_session import ray_session
 
-    runs = {}
+    runs, scaling = {}, []
     with ray_session(ClusterConfig()):
+        if args.scale:
+            scaling = run_scaling(args.demo_episodes, args.scale, args.workdir)
         if args.geometry in ("demo", "both"):
             runs["demo"] = run_geometry("demo", [], args.demo_episodes, args.workdir)
         if args.geometry in ("paper", "both"):
@@ -210,7 +252,11 @@ def main() -> None:
             stride = -(-length // args.paper_samples)  # ceil: exactly paper_samples samples
             runs["paper 224x448"] = run_geometry("paper", PAPER_GEOMETRY + [f"cache.sample_stride={stride}"], 1,
                                                  args.workdir)
-    report(runs)
+    print_machine()
+    if runs:
+        report(runs)
+    if scaling:
+        report_scaling(scaling)
 
 
 if __name__ == "__main__":
