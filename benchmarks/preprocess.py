@@ -18,6 +18,7 @@ as many, grouped into shards as `pipeline.preprocess` groups them: time and peak
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import tempfile
@@ -40,10 +41,11 @@ from stages.decode import DecodeGroup, DecodeSpec, clip_pixels, resize
 from stages.encode import EncodeSpec, VaeEncoder
 from stages.lerobot import LeRobotDataset
 from stages.plan import ClipGeometry, group_episodes, plan_episode, samples_in
+from stages.shards import sidecar_path
 from stages.text import ensure_text_embeddings, text_identity
 
 PAPER_GEOMETRY = ["cache.image_height=224", "cache.image_width=224", "cache.num_frames=9",
-                  "cache.frame_stride=4", "cache.action_horizon=32", "cache.vae.base_dim=96",
+                  "cache.frame_stride=4", "cache.action_horizon=32", "model.action_horizon=32", "cache.vae.base_dim=96",
                   "cache.vae.dim_mult=[1,2,4,4]", "cache.vae.num_res_blocks=2", "cache.encode_batch_size=1"]
 
 
@@ -84,6 +86,8 @@ class Phase:
     samples: int
     peak_bytes: int
     cpu_seconds: float = float("nan")  # CPU time of the encoding process (all threads); load-independent
+    stage_seconds: dict | None = None  # pipeline: task seconds per stage, summed over the shards' sidecars
+    first_shard_s: float = float("nan")  # pipeline: submission to the first shard written
 
     @property
     def rate(self) -> float:
@@ -97,10 +101,13 @@ def choose(cfg: Config, reader: LeRobotDataset, episodes: int) -> list[tuple[int
 
 def bench_pipeline(cfg, root, cameras, text_keys, todo, total) -> Phase:
     with tempfile.TemporaryDirectory() as out, PeakMemory() as mem:
-        start = time.perf_counter()
+        start, wall_start = time.perf_counter(), time.time()
         run_pipeline(cfg, root, Path(out), cameras, text_keys, todo, total)
         seconds = time.perf_counter() - start
-    return Phase(seconds, total, mem.peak)
+        records = [json.loads(sidecar_path(Path(out), shard).read_text()) for shard, _ in todo]
+        first = min((Path(out) / r["file"]).stat().st_mtime for r in records) - wall_start if records else float("nan")
+    stages = {k: sum(r["timings"][k] for r in records) for k in records[0]["timings"]} if records else {}
+    return Phase(seconds, total, mem.peak, stage_seconds=stages, first_shard_s=first)
 
 
 def bench_naive(cfg, reader: LeRobotDataset, todo) -> Phase:
@@ -225,6 +232,11 @@ def report(runs: dict[str, dict]) -> None:
                       f"{e.cpu_seconds / e.samples:.2f} / {n.cpu_seconds / n.samples:.2f}",
                       f"{p.peak_bytes / 2**30:.2f} / {n.peak_bytes / 2**30:.2f}")
     Console(width=120).print(table)  # "overhead": pipeline time over encode-only time
+    for name, run in runs.items():
+        p = run["results"]["pipeline"]
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in (p.stage_seconds or {}).items())
+        console.print(f"{name}: pipeline wall {p.seconds:.1f} s, first shard after {p.first_shard_s:.1f} s; "
+                      f"task seconds inside it: {stages}")
 
 
 def main() -> None:
