@@ -84,7 +84,8 @@ def demo_layout_episodes(cfg: Config, envs: list[EnvSpec]) -> list[EpisodeSpec]:
         raise ValueError("eval.layouts=demo replays generated MetaWorld demos; it has no meaning for LIBERO")
     path = demo_dataset_dir(cfg) / EPISODES_PATH
     if not path.is_file():
-        raise FileNotFoundError(f"eval.layouts=demo needs the demo dataset the policy was trained on: no {path}")
+        raise FileNotFoundError(f"eval.layouts=demo needs the demo dataset the policy was trained on: no {path} "
+                                "(pass the preset and demo.* overrides it was trained with)")
     table = pq.read_table(path)
     if "layout_seed" not in table.column_names:
         raise ValueError(f"{path} does not record layout seeds (made by an older version): regenerate the demos")

@@ -119,14 +119,14 @@ def test_unknown_task_is_refused_by_name(workdir, tmp_path):
 
 def test_demo_layouts_replay_the_training_layouts_outside_the_score(workdir, tmp_path):
     """eval.layouts=demo resets on the demonstrations' layouts, logs under eval_demo/ and never crowns."""
-    cfg, _ = load_config(overrides(workdir, "demo.tasks=[reach-v3]", "demo.cameras=[corner,gripperPOV]",
-                                   "demo.episodes_per_task=2", "demo.max_steps=45", f"demo.width={IMAGE}",
-                                   f"demo.height={IMAGE}", "demo.workers=1"))
+    demo = ["demo.tasks=[reach-v3]", "demo.cameras=[corner,gripperPOV]", "demo.episodes_per_task=2",
+            "demo.max_steps=45", f"demo.width={IMAGE}", f"demo.height={IMAGE}", "demo.workers=1"]
+    cfg, _ = load_config(overrides(workdir, *demo))
     report = generate(cfg.demo, demo_dataset_dir(cfg), show_progress=False)
     assert report.attempts > report.episodes, "precondition: a failed attempt, so kept layouts are not attempts 0..n"
     version = register(cfg, tiny_bundle(tmp_path / "bundle", seed=0))
 
-    main(overrides(workdir, "model=models:/light-wam@latest", "eval.layouts=demo"))
+    main(overrides(workdir, *demo, "model=models:/light-wam@latest", "eval.layouts=demo"))
 
     dataset = LeRobotDataset(demo_dataset_dir(cfg))
     episodes = pq.read_table(demo_dataset_dir(cfg) / "meta/episodes/chunk-000/file-000.parquet").to_pandas()
@@ -143,7 +143,7 @@ def test_demo_layouts_replay_the_training_layouts_outside_the_score(workdir, tmp
     with pytest.raises(MlflowException):
         client.get_model_version_by_alias("light-wam", "champion")
 
-    too_many, _ = load_config(overrides(workdir, "eval.model=models:/light-wam@latest", "eval.layouts=demo",
+    too_many, _ = load_config(overrides(workdir, *demo, "eval.model=models:/light-wam@latest", "eval.layouts=demo",
                                         "eval.episodes_per_task=3"))
     with pytest.raises(ValueError, match="reach-v3: the demo dataset has 2 layouts"):
         evaluate_model(too_many, show_progress=False)

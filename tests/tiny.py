@@ -8,7 +8,8 @@ closed-loop evaluation needs MetaWorld tasks matching the training instructions.
 
 from __future__ import annotations
 
-DEMO = ["demo.tasks=[reach-v3]", "demo.episodes_per_task=2", "demo.width=32", "demo.height=32"]
+DEMO = ["demo.tasks=[reach-v3]", "demo.episodes_per_task=2", "demo.width=32", "demo.height=32",
+        "demo.cameras=[corner,gripperPOV]"]
 
 CACHE = [
     "cache.image_height=32", "cache.image_width=32", "cache.num_frames=5", "cache.frame_stride=2",

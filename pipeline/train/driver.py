@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from pipeline.pretrained import describe, resolve_config_paths
 from pipeline.train.allocator import worker_env
 from pipeline.train.data import split_cache
 from pipeline.train.progress import TrainingProgress
-from pipeline.train.resume import checkpoint_to_resume
+from pipeline.train.resume import checkpoint_step, checkpoint_to_resume
 from pipeline.train.worker import train_loop_per_worker
 from pipeline.workdir import ray_storage
 from stages.action_free import require_actions
@@ -71,9 +72,8 @@ def _registered_version(run_id: str, model_name: str) -> str | None:
     return max((v.version for v in versions), key=int, default=None)
 
 
-def _trainer(cfg: Config, cache: CacheHandle, name: str, run_id: str, uri: str) -> TorchTrainer:
+def _trainer(cfg: Config, cache: CacheHandle, name: str, run_id: str, uri: str, recovered: Path | None) -> TorchTrainer:
     tc = cfg.train
-    recovered = checkpoint_to_resume(ray_storage(cfg) / name)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     threads = max(1, cpus // tc.num_workers) if not tc.use_gpu else 4
     return TorchTrainer(
@@ -133,19 +133,24 @@ def train(cfg: Config, cache: CacheHandle | None = None) -> TrainResult:
         mlflow.log_dict(cache.stats, "normalization_stats.json")
         console.print(f"train: run '{name}': {cfg.train.steps} steps x {cfg.train.num_workers} workers, "
                       f"batch {cfg.train.batch_size}/worker, cache {cache.fingerprint[:12]}")
+        recovered = checkpoint_to_resume(ray_storage(cfg) / name)
         try:
             with TrainingProgress(run_id, cfg.train.steps):
-                result = _trainer(cfg, cache, name, run_id, uri).fit()
+                result = _trainer(cfg, cache, name, run_id, uri, recovered).fit()
         except BaseException as err:
             status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
             mlflow.end_run(status=status)
             raise
-        if result.checkpoint is None:
+        if result.checkpoint is not None:
+            final = result.checkpoint.as_directory()
+        elif recovered is not None and (checkpoint_step(recovered) or 0) >= cfg.train.steps:
+            final = nullcontext(str(recovered))  # stopped after its last checkpoint: nothing was left to train
+        else:
             mlflow.end_run(status="FAILED")
             raise RuntimeError(f"training run '{name}' produced no checkpoint")
 
         # The policy bundle: weights + what inference needs (stats, text embeddings, VAE identity).
-        with result.checkpoint.as_directory() as ckpt, tempfile.TemporaryDirectory() as tmp:
+        with final as ckpt, tempfile.TemporaryDirectory() as tmp:
             bundle = write_bundle(Path(tmp) / "policy", Path(ckpt) / "model.safetensors", cfg, cache)
             write_signature(bundle, cfg, len(cache.manifest["identity"]["data.cameras"]), run_id)
             mlflow.log_artifacts(str(bundle), "policy")
