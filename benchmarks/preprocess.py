@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -33,6 +32,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks import machine
 from pipeline.cli import load_config
 from pipeline.config import Config
 from pipeline.console import console
@@ -156,15 +156,20 @@ def bench_encode_only(cfg, spec: DecodeSpec, todo, threads: int) -> Phase:
     return Phase(seconds, sum(len(r["clip_index"]) for r in rows), mem.peak, cpu)
 
 
-def run_geometry(name: str, overrides: list[str], episodes: int, workdir: str) -> dict:
+def open_dataset(overrides: list[str], workdir: str):
+    """The config, the demo dataset (recorded on first use), its reader, clip geometry and text embeddings."""
     cfg = load_config([f"workdir={workdir}", *overrides])[0]
     root = dataset_root(cfg)
     reader = LeRobotDataset(root, cameras=cfg.data.cameras or None)
+    text_keys = ensure_text_embeddings(cfg.cache.text, reader.tasks, Path(tempfile.mkdtemp()),
+                                       text_identity(cfg.cache.text))
+    return cfg, root, reader, ClipGeometry.from_config(cfg.cache), text_keys
+
+
+def run_geometry(name: str, overrides: list[str], episodes: int, workdir: str) -> dict:
+    cfg, root, reader, geom, text_keys = open_dataset(overrides, workdir)
     todo = choose(cfg, reader, episodes)
-    geom = ClipGeometry.from_config(cfg.cache)
     total = sum(samples_in(reader.episodes[i].length, geom) for i, _ in todo)
-    text_dir = Path(tempfile.mkdtemp())
-    text_keys = ensure_text_embeddings(cfg.cache.text, reader.tasks, text_dir, text_identity(cfg.cache.text))
     spec = DecodeSpec(str(root), reader.camera_keys, cfg.data.state_key, cfg.data.action_key, geom,
                       cfg.cache.image_height, cfg.cache.image_width, text_keys)
     console.print(f"[bold]{name}[/]: {len(todo)} episodes, {total} samples, "
@@ -181,15 +186,10 @@ def run_geometry(name: str, overrides: list[str], episodes: int, workdir: str) -
 
 def run_scaling(episodes: int, factor: int, workdir: str) -> list[tuple[int, Phase]]:
     """The production pipeline on `episodes` and on `factor` x `episodes` demo episodes, shards as in a real build."""
-    cfg = load_config([f"workdir={workdir}"])[0]
-    root = dataset_root(cfg)
-    reader = LeRobotDataset(root, cameras=cfg.data.cameras or None)
+    cfg, root, reader, geom, text_keys = open_dataset([], workdir)
     if len(reader.episodes) < episodes * factor:
         raise SystemExit(f"--scale {factor}: the demo dataset has {len(reader.episodes)} episodes, "
                          f"{episodes * factor} needed; lower --demo-episodes or raise demo.episodes_per_task")
-    geom = ClipGeometry.from_config(cfg.cache)
-    text_keys = ensure_text_embeddings(cfg.cache.text, reader.tasks, Path(tempfile.mkdtemp()),
-                                       text_identity(cfg.cache.text))
     out = []
     for count in (episodes, episodes * factor):
         lengths = {e.index: e.length for e in reader.episodes[:count]}
@@ -211,12 +211,6 @@ def report_scaling(rows: list[tuple[int, Phase]]) -> None:
                       f"{phase.peak_bytes / 2**30:.2f}", f"{phase.seconds / base.seconds:.2f}x",
                       f"{phase.samples / base.samples:.2f}x", f"{phase.peak_bytes / base.peak_bytes:.2f}x")
     Console(width=120).print(table)
-
-
-def print_machine() -> None:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "?")
-    console.print(f"machine: {cpu}, {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-                  f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
 
 
 def report(runs: dict[str, dict]) -> None:
@@ -264,7 +258,8 @@ def main() -> None:
             stride = -(-length // args.paper_samples)  # ceil: exactly paper_samples samples
             runs["paper 224x448"] = run_geometry("paper", PAPER_GEOMETRY + [f"cache.sample_stride={stride}"], 1,
                                                  args.workdir)
-    print_machine()
+    console.print(f"machine: {machine.describe(torch.get_num_threads())}, "
+                  f"{psutil.virtual_memory().total / 2**30:.0f} GiB")
     if runs:
         report(runs)
     if scaling:

@@ -38,8 +38,12 @@ def demo() -> Config:
     # a prior and far more training (benchmarks/RESULTS.md).
     cfg.demo.tasks = ["drawer-close-v3", "door-open-v3", "window-close-v3"]
     cfg.demo.episodes_per_task = 20
-    # the table up close and the wrist view, stored losslessly (see `bench` below)
+    # MetaWorld's `corner` view shows the 2 cm goal markers as one pixel at 64x64; `workspace` frames the
+    # table closely enough for 6-9 pixels (sim.metaworld_env.VIRTUAL_CAMERAS); the wrist view scored better
+    # closed loop than a second table view.
     cfg.demo.cameras = ["workspace", "gripperPOV"]
+    # Lossless video: with lossy h264 the cached latents of training frames and those of the frames
+    # evaluation renders differ enough to blur where objects are (diagnostics/goal_probe.py).
     cfg.demo.codec = Codec.h264_lossless
     # data: two 64x64 cameras side by side, short clips
     cfg.cache.image_height = 64
@@ -109,14 +113,7 @@ def bench() -> Config:
     cfg.preset, cfg.workdir = "bench", "work-bench"
     # The scripted experts solve every MT10 task well within demo.max_steps=200; failed layouts are redrawn.
     cfg.demo.tasks = list(MT10)
-    # MetaWorld's `corner` view shows the 2 cm goal markers as one pixel at 64x64; `workspace` frames the
-    # table closely enough for 6-9 pixels (sim.metaworld_env.VIRTUAL_CAMERAS); the wrist view scored better
-    # closed loop than a second table view.
-    cfg.demo.cameras = ["workspace", "gripperPOV"]
-    cfg.demo.episodes_per_task = 20
-    # Lossless video: with lossy h264 the cached latents of training frames and those of the frames
-    # evaluation renders differ enough to blur where objects are (diagnostics/goal_probe.py).
-    cfg.demo.codec = Codec.h264_lossless
+    # every clip start, as the recorded results were cached (the demo's stride 4 halves its cache time)
     cfg.cache.sample_stride = 2
     # 12000 steps x 16 samples fit the 60-minute training budget of the benchmark on a quiet 2-core CPU, for
     # both arms (with and without the video loss); benchmarks/metaworld.py prints the measured time.
