@@ -30,6 +30,9 @@ class VaeConfig:
     base_dim: int = 96
     z_dim: int = 16
     dim_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])
+    # one flag per downsampling level (len(dim_mult) - 1): Wan halves time in the last two of its three, so
+    # 8x spatial / 4x temporal; a 4x spatial VAE keeps 4x temporal with dim_mult [1, 2, 2] and [True, True]
+    temporal_downsample: list[bool] = field(default_factory=lambda: [False, True, True])
     num_res_blocks: int = 2
     seed: int = 0
 
@@ -66,6 +69,9 @@ class BackboneConfig:
     lora_alpha: int = 128
     adapter_layers: list[int] = field(default_factory=lambda: [8, 16, 24])
     adapter_dim: int = 256
+    # dtype the frozen linear weights are stored in ("" = the model's dtype); their matmuls still run in the
+    # model's dtype (model.frozen_weights). "bfloat16", Wan2.1's own precision, halves a frozen DiT's memory.
+    frozen_dtype: str = ""
     seed: int = 0
 
 

@@ -28,13 +28,17 @@ def build_vae(cfg: VaeConfig, device: str = "cpu", dtype: torch.dtype = torch.fl
             )
         vae = AutoencoderKLWan.from_pretrained(root, subfolder=sub, torch_dtype=dtype)
     else:
+        temporal, spatial = compression(cfg)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             vae = AutoencoderKLWan(
                 base_dim=cfg.base_dim,
                 z_dim=cfg.z_dim,
                 dim_mult=list(cfg.dim_mult),
+                temperal_downsample=list(cfg.temporal_downsample),
                 num_res_blocks=cfg.num_res_blocks,
+                scale_factor_temporal=temporal,
+                scale_factor_spatial=spatial,
             )
         if dtype != torch.float32:
             vae = vae.to(dtype)
@@ -43,10 +47,16 @@ def build_vae(cfg: VaeConfig, device: str = "cpu", dtype: torch.dtype = torch.fl
 
 def compression(vae_config: dict | VaeConfig) -> tuple[int, int]:
     """(temporal, spatial) compression of a Wan VAE, from its config: 1 + (T-1)/t latent frames of H/s x W/s."""
-    if isinstance(vae_config, VaeConfig):  # a VAE built from these fields keeps the class's default downsampling
-        dim_mult, temporal = list(vae_config.dim_mult), [False, True, True]
+    if isinstance(vae_config, VaeConfig):
+        dim_mult, temporal = list(vae_config.dim_mult), list(vae_config.temporal_downsample)
     else:
         dim_mult, temporal = list(vae_config["dim_mult"]), list(vae_config["temperal_downsample"])
+    if len(temporal) != len(dim_mult) - 1:
+        raise ValueError(f"a Wan VAE has one temporal_downsample flag per level after the first: dim_mult {dim_mult} "
+                         f"needs {len(dim_mult) - 1}, got {temporal}")
+    if sum(bool(t) for t in temporal) != 2:
+        raise ValueError(f"temporal_downsample {temporal}: the Wan VAE encodes frame 0 alone, then chunks of 4 "
+                         "frames, so exactly two levels must halve time (4x)")
     return 2 ** sum(bool(t) for t in temporal), 2 ** (len(dim_mult) - 1)
 
 
@@ -69,7 +79,7 @@ def _latent_stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tens
 
 @torch.no_grad()
 def encode(vae: AutoencoderKLWan, pixels: torch.Tensor) -> torch.Tensor:
-    """pixels [B, 3, T, H, W] in [-1, 1] -> normalized latents [B, z, 1 + (T-1)/4, H/8, W/8].
+    """pixels [B, 3, T, H, W] in [-1, 1] -> normalized latents [B, z, 1 + (T-1)/4, H/s, W/s] (s: 8 for Wan2.1).
 
     Uses the posterior mean (deterministic), so the cache does not depend on a noise draw.
     """

@@ -7,7 +7,7 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from model.config import VaeConfig
-from model.vae import build_vae, encode
+from model.vae import build_vae, compression, encode
 from model.vae_single_frame import encode_single_frame
 from pipeline.presets import PRESETS
 
@@ -25,6 +25,8 @@ VAES = {
     # the paper's Wan 2.1 structure (dim_mult, res blocks, temporal downsamples), 8 base channels
     "paper-structure": lambda: build_vae(VaeConfig(base_dim=8)),
     "wan2.2-structure": _wan22_tiny,
+    # 4x spatial / 4x temporal (cache.vae.dim_mult=[1,2,2] temporal_downsample=[true,true])
+    "4x-spatial": lambda: build_vae(VaeConfig(base_dim=8, dim_mult=[1, 2, 2], temporal_downsample=[True, True])),
 }
 
 
@@ -44,3 +46,14 @@ def test_single_frame_encode_equals_full_encode(name):
 def test_single_frame_encode_rejects_clips():
     with pytest.raises(ValueError, match=r"\[B, 3, 1, H, W\]"):
         encode_single_frame(VAES["demo"](), torch.zeros(1, 3, 5, 32, 32))
+
+
+def test_vae_compression_follows_its_config():
+    vae = VAES["4x-spatial"]()
+    assert compression(VaeConfig(dim_mult=[1, 2, 2], temporal_downsample=[True, True])) == (4, 4)
+    assert compression(dict(vae.config)) == (4, 4) and vae.config.scale_factor_spatial == 4
+    assert encode(vae, torch.zeros(1, 3, 9, 32, 64)).shape == (1, 16, 3, 8, 16)
+    with pytest.raises(ValueError, match="one temporal_downsample flag per level"):
+        build_vae(VaeConfig(base_dim=8, dim_mult=[1, 2, 2]))
+    with pytest.raises(ValueError, match="exactly two levels must halve time"):
+        build_vae(VaeConfig(base_dim=8, dim_mult=[1, 2, 2], temporal_downsample=[False, True]))
