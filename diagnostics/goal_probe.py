@@ -12,6 +12,8 @@ privileged goal and object positions back from
   sees from the default h264, yuv420p at crf 18),
 - the latent of a VAE of the same size fitted to the training layouts' frames (`model.vae_fit`),
 - the raw pixels (a conv net on the image itself: what a better encoder could reach),
+- with `--features vaes --vaes V1 V2 ...`: the latents of VAEs fitted elsewhere (`pipeline.prior.fit_vae`), one
+  column each, to choose a VAE's compression by what its latents still say about positions,
 - with `--features prior --vae V --prior P` (issue 32): the latent of the fitted VAE `V`, and the hidden
   states the expert reads (`diagnostics.prior_states`) of the pretrained DiT `P` on those latents against
   those of a random DiT on the random VAE's latents (what arm C's expert reads),
@@ -21,7 +23,8 @@ table gives the mean error in cm and the share of test layouts located within 5 
 success radius). Chance is the error of always guessing the training mean.
 
     .venv/bin/python -m diagnostics.goal_probe [--tasks reach-v3 push-v3] [--train 20 100 400] [--test 200]
-        [--features latent latent-coded latent-fitted pixels prior] [--codec h264] [--size 64]
+        [--features latent latent-coded latent-fitted pixels vaes prior] [--codec h264] [--size 64]
+        [--vaes models:/wan-vae/1 models:/wan-vae/2]
         [--preset bench_prior --workdir W --vae models:/wan-vae/1 --prior models:/wan-prior/1]
 """
 
@@ -44,7 +47,7 @@ import torch
 from rich.table import Table
 from torch import nn
 
-from model.vae import build_vae, encode
+from model.vae import build_vae, compression, encode
 from model.vae_fit import VaeFitConfig, fit_vae_timed, frames_to_clips
 from pipeline.console import console
 from pipeline.presets import PRESETS
@@ -106,7 +109,7 @@ def pixels(frames: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def latents(vae, frames: np.ndarray, batch: int = 64) -> torch.Tensor:
-    """The cache's current-frame latent: a one-frame clip through the VAE -> [N, z, H/8, W/8]."""
+    """The cache's current-frame latent: a one-frame clip through the VAE -> [N, z, H/s, W/s]."""
     x = frames_to_clips(frames)
     return torch.cat([encode(vae, x[i:i + batch])[:, :, 0] for i in range(0, len(x), batch)])
 
@@ -203,7 +206,8 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=200, help="test layouts per task")
     parser.add_argument("--cameras", nargs="+", default=None, help="cameras side by side; default the bench preset's")
     parser.add_argument("--features", nargs="+", default=["latent", "latent-coded", "pixels"],
-                        choices=["latent", "latent-coded", "latent-fitted", "pixels", "prior"], help="what the probes read")
+                        choices=["latent", "latent-coded", "latent-fitted", "pixels", "vaes", "prior"],
+                        help="what the probes read")
     parser.add_argument("--fit-vae-steps", type=int, default=600, help="for latent-fitted: VAE training steps")
     parser.add_argument("--codec", type=Codec, default=Codec.h264, choices=list(Codec),
                         help="demo video codec for the latent-coded features (training frames)")
@@ -214,6 +218,7 @@ def main() -> None:
     parser.add_argument("--workdir", help="the preset's workdir: its MLflow store resolves models:/ URIs")
     parser.add_argument("--vae", default="", help="for prior: the fitted VAE (directory or models:/ URI)")
     parser.add_argument("--prior", default="", help="for prior: the pretrained DiT (directory or models:/ URI)")
+    parser.add_argument("--vaes", nargs="+", default=[], help="for vaes: fitted VAEs (directories or models:/ URIs)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = PRESETS[args.preset]()
@@ -221,6 +226,8 @@ def main() -> None:
         cfg.workdir = args.workdir
     if "prior" in args.features and not (args.vae and args.prior):
         parser.error("--features prior needs --vae and --prior")
+    if "vaes" in args.features and not args.vaes:
+        parser.error("--features vaes needs --vaes")
     cameras, size = args.cameras or cfg.demo.cameras, args.size or cfg.cache.image_height
     vae = build_vae(cfg.cache.vae)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
@@ -235,6 +242,13 @@ def main() -> None:
     layouts = {task: render_layouts(task, cameras, size, range(SEED_BASE, SEED_BASE + n_train + args.test),
                                     args.shadows) for task in args.tasks}
     console.print(f"{len(args.tasks) * (n_train + args.test)} layouts rendered; {time.perf_counter() - start:.0f} s")
+    others = {}
+    if "vaes" in args.features:
+        from diagnostics.prior_states import load_vae
+
+        for path in args.vaes:
+            other = load_vae(cfg, path)
+            others[f"{path} ({compression(dict(other.config))[1]}x) latent"] = other
     fitted = None
     if "latent-fitted" in args.features:  # one VAE for all tasks, fitted on the training layouts' frames only
         fitted = build_vae(cfg.cache.vae)
@@ -251,6 +265,9 @@ def main() -> None:
         if fitted is not None:
             own = latents(fitted, data.frames)
             feats[f"fitted latent raw -> raw ({args.fit_vae_steps} steps)"] = (own, own, False)
+        for name, other in others.items():
+            own = latents(other, data.frames)
+            feats[name] = (own, own, False)
         if "prior" in args.features:
             feats.update(prior_features(cfg, args.vae, args.prior, task, data.frames, raw))
         if "latent-coded" in args.features:
