@@ -1,6 +1,6 @@
 """Benchmark the offline cache on this machine: Ray pipeline vs the naive loop vs encode alone.
 
-`python -m benchmarks.preprocess [--geometry demo|paper|both|none] [--paper-samples N] [--scale K]`
+`python -m benchmarks.preprocess [--geometry demo|paper|both|none] [--paper-samples N] [--scale K] [--bf16]`
 
 On the same episodes and samples, measures
 - pipeline: the production Ray Data pipeline (`pipeline.preprocess.run_pipeline`), wall time
@@ -8,7 +8,9 @@ On the same episodes and samples, measures
 - naive: one process, per sample: decode its frames, resize, encode one clip at a time;
 - encode only: the VAE calls alone on pre-decoded clips, in one actor set up exactly like the
   pipeline's (same batch size, threads and allocator settings): the bound on this machine;
-- peak memory: the largest summed RSS of this process and all Ray worker processes.
+- peak memory: the largest summed RSS of this process and all Ray worker processes;
+- with `--bf16`: encode only again with the VAE in bfloat16 (`cache.dtype=bfloat16`), and the largest
+  difference of its latents from the fp32 ones on the same clips (normalized latents, std ~1).
 The demo geometry uses the demo preset; the paper geometry is 2 x 224x224 cameras side by
 side, 9 frames at stride 4, and the full-size Wan VAE with random weights.
 `--scale K` also runs the pipeline on the demo's first `--demo-episodes` episodes and on K times
@@ -33,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import machine
+from model.precision import bf16_support
 from pipeline.cli import load_config
 from pipeline.config import Config
 from pipeline.console import console
@@ -134,26 +137,25 @@ def bench_naive(cfg, reader: LeRobotDataset, todo) -> Phase:
     return Phase(seconds, count, mem.peak, cpu)
 
 
-def bench_encode_only(cfg, spec: DecodeSpec, todo, threads: int) -> Phase:
-    """VAE calls alone on clips decoded beforehand, in one actor configured like the pipeline's."""
+def bench_encode_only(cfg, spec: DecodeSpec, todo, threads: int, dtype: str = "") -> tuple[Phase, np.ndarray]:
+    """VAE calls alone on clips decoded beforehand, in one actor configured like the pipeline's; and the latents."""
     import ray
 
     rows = [DecodeGroup(spec)({"shard": s, "episodes": eps}) for s, eps in todo]
-    encode = EncodeSpec(cfg.cache.vae, "cpu", cfg.cache.dtype, cfg.cache.encode_batch_size, threads)
+    encode = EncodeSpec(cfg.cache.vae, "cpu", dtype or cfg.cache.dtype, cfg.cache.encode_batch_size, threads)
 
     @ray.remote(num_cpus=1)
     class Timed(VaeEncoder):
-        def time_encode(self, rows) -> tuple[float, float]:
+        def time_encode(self, rows) -> tuple[float, float, np.ndarray]:
             start, cpu = time.perf_counter(), time.process_time()
-            for row in rows:
-                self.encode_clips(row["frames"], row["clip_index"])
-            return time.perf_counter() - start, time.process_time() - cpu
+            latents = [self.encode_clips(row["frames"], row["clip_index"]) for row in rows]
+            return time.perf_counter() - start, time.process_time() - cpu, np.concatenate(latents)
 
     with PeakMemory() as mem:
         actor = Timed.remote(encode)
-        seconds, cpu = ray.get(actor.time_encode.remote(rows))
+        seconds, cpu, latents = ray.get(actor.time_encode.remote(rows))
         ray.kill(actor)
-    return Phase(seconds, sum(len(r["clip_index"]) for r in rows), mem.peak, cpu)
+    return Phase(seconds, sum(len(r["clip_index"]) for r in rows), mem.peak, cpu), latents
 
 
 def open_dataset(overrides: list[str], workdir: str):
@@ -166,7 +168,7 @@ def open_dataset(overrides: list[str], workdir: str):
     return cfg, root, reader, ClipGeometry.from_config(cfg.cache), text_keys
 
 
-def run_geometry(name: str, overrides: list[str], episodes: int, workdir: str) -> dict:
+def run_geometry(name: str, overrides: list[str], episodes: int, workdir: str, bf16: bool = False) -> dict:
     cfg, root, reader, geom, text_keys = open_dataset(overrides, workdir)
     todo = choose(cfg, reader, episodes)
     total = sum(samples_in(reader.episodes[i].length, geom) for i, _ in todo)
@@ -176,12 +178,17 @@ def run_geometry(name: str, overrides: list[str], episodes: int, workdir: str) -
                   f"{cfg.cache.image_height}x{cfg.cache.image_width * len(reader.camera_keys)}, "
                   f"{cfg.cache.num_frames} frames")
     threads = cfg.cache.encode_threads or os.cpu_count() or 1
-    results = {"pipeline": bench_pipeline(cfg, root, reader.camera_keys, text_keys, todo, total),
-               "encode only": bench_encode_only(cfg, spec, todo, threads),
-               "naive loop": bench_naive(cfg, reader, todo)}
+    results = {"pipeline": bench_pipeline(cfg, root, reader.camera_keys, text_keys, todo, total)}
+    results["encode only"], fp32 = bench_encode_only(cfg, spec, todo, threads)
+    results["naive loop"] = bench_naive(cfg, reader, todo)
+    run = {"cfg": cfg, "samples": total, "results": results}
+    if bf16:
+        results["encode only, bf16"], low = bench_encode_only(cfg, spec, todo, threads, "bfloat16")
+        run["bf16_max_abs"] = float(np.abs(low - fp32).max())
+        run["bf16_rel_rms"] = float(np.sqrt(((low - fp32) ** 2).mean() / (fp32 ** 2).mean()))
     for key, phase in results.items():
         console.print(f"  {key}: {phase.samples} samples in {phase.seconds:.1f}s")
-    return {"cfg": cfg, "samples": total, "results": results}
+    return run
 
 
 def run_scaling(episodes: int, factor: int, workdir: str) -> list[tuple[int, Phase]]:
@@ -231,6 +238,12 @@ def report(runs: dict[str, dict]) -> None:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in (p.stage_seconds or {}).items())
         console.print(f"{name}: pipeline wall {p.seconds:.1f} s, first shard after {p.first_shard_s:.1f} s; "
                       f"task seconds inside it: {stages}")
+        if "bf16_max_abs" in run:
+            e, b = run["results"]["encode only"], run["results"]["encode only, bf16"]
+            console.print(f"{name}: encode only in bf16 {b.seconds / b.samples:.2f} s/clip against fp32 "
+                          f"{e.seconds / e.samples:.2f} ({b.seconds / e.seconds:.2f}x time, peak "
+                          f"{b.peak_bytes / 2**30:.2f} vs {e.peak_bytes / 2**30:.2f} GiB); latents vs fp32: max |diff| "
+                          f"{run['bf16_max_abs']:.3f}, relative RMS {run['bf16_rel_rms']:.2%} ({bf16_support('cpu')[1]})")
 
 
 def main() -> None:
@@ -240,6 +253,7 @@ def main() -> None:
     parser.add_argument("--paper-samples", type=int, default=3, help="one episode, sampled this many times")
     parser.add_argument("--workdir", default="work")
     parser.add_argument("--scale", type=int, default=0, help="also time K x --demo-episodes against --demo-episodes")
+    parser.add_argument("--bf16", action="store_true", help="also encode in bfloat16: time and latent error vs fp32")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -251,13 +265,13 @@ def main() -> None:
         if args.scale:
             scaling = run_scaling(args.demo_episodes, args.scale, args.workdir)
         if args.geometry in ("demo", "both"):
-            runs["demo"] = run_geometry("demo", [], args.demo_episodes, args.workdir)
+            runs["demo"] = run_geometry("demo", [], args.demo_episodes, args.workdir, args.bf16)
         if args.geometry in ("paper", "both"):
             cfg = load_config([f"workdir={args.workdir}"])[0]
             length = LeRobotDataset(dataset_root(cfg)).episodes[0].length
             stride = -(-length // args.paper_samples)  # ceil: exactly paper_samples samples
             runs["paper 224x448"] = run_geometry("paper", PAPER_GEOMETRY + [f"cache.sample_stride={stride}"], 1,
-                                                 args.workdir)
+                                                 args.workdir, args.bf16)
     console.print(f"machine: {machine.describe(torch.get_num_threads())}, "
                   f"{psutil.virtual_memory().total / 2**30:.0f} GiB")
     if runs:
