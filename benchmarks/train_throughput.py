@@ -153,6 +153,7 @@ class StepSetup:
     allocator: str  # train.allocator value
     preset: str = "paper"
     precision: str = "fp32"  # train.precision value
+    frozen_dtype: str | None = None  # model.backbone.frozen_dtype value; None = the preset's
 
     def label(self) -> str:
         if self.checkpoint_blocks == 0:
@@ -162,7 +163,8 @@ class StepSetup:
         else:
             ckpt = f"every block, cheap ops only ({self.full_recompute_blocks} first blocks full)"
         passes = 'video, then action' if self.separate_passes else 'one joint pass'
-        return f"| {self.preset} | {passes} | {ckpt} | {self.allocator} | {self.precision} |"
+        frozen = f", frozen weights {self.frozen_dtype or 'as the model'}" if self.frozen_dtype is not None else ""
+        return f"| {self.preset} | {passes} | {ckpt} | {self.allocator} | {self.precision}{frozen} |"
 
 
 SETUPS = [
@@ -175,6 +177,7 @@ SETUPS = [
     StepSetup(True, -1, 4, "tcmalloc"),  # the defaults (train.allocator=auto where tcmalloc is installed)
     StepSetup(True, -1, 4, "mimalloc"),  # the defaults on a fresh machine (auto: the cmeel-mimalloc wheel)
     StepSetup(True, -1, 4, "mimalloc", precision="bf16"),
+    StepSetup(True, -1, 4, "mimalloc", frozen_dtype=""),  # the paper defaults before frozen weights in bf16
     # the demo step (demo defaults: no checkpointing)
     StepSetup(True, 0, 0, "system", "demo"),
     StepSetup(True, 0, 0, "mimalloc", "demo"),
@@ -213,6 +216,8 @@ def paper_step(setup: StepSetup) -> dict:
         raise RuntimeError(f"asked for malloc {setup.allocator}, running on {allocator.active()}")
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = load_config([f"preset={setup.preset}"])[0]
+    if setup.frozen_dtype is not None:
+        cfg.model.backbone.frozen_dtype = setup.frozen_dtype
     model = build_model(cfg.model, fast_init=True)
     model.backbone.checkpoint_blocks = setup.checkpoint_blocks
     model.backbone.full_recompute_blocks = setup.full_recompute_blocks

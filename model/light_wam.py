@@ -28,6 +28,7 @@ from torch import nn
 from model.backbone import WanBackbone, reset_rope
 from model.config import ModelConfig
 from model.expert import StateFusionActionExpert
+from model.frozen_weights import narrow_frozen_linears
 from model.shortcut import Shortcut
 from model.vae import encode
 from model.video_objective import masked_video_loss, noise_clip, sample_future
@@ -158,9 +159,12 @@ def build_model(cfg: ModelConfig, inference: bool = False, fast_init: bool = Fal
     """
     dtype = getattr(torch, cfg.dtype)
     if not fast_init or cfg.backbone.pretrained_path:
-        return LightWAM(cfg, inference).to(device=cfg.device, dtype=dtype)
-    with torch.device("meta"):
-        model = LightWAM(cfg, inference)
-    model = model.to_empty(device=cfg.device).to(dtype)
-    _fast_random_init(model, cfg.backbone.seed)
+        model = LightWAM(cfg, inference).to(device=cfg.device, dtype=dtype)
+    else:
+        with torch.device("meta"):
+            model = LightWAM(cfg, inference)
+        model = model.to_empty(device=cfg.device).to(dtype)
+        _fast_random_init(model, cfg.backbone.seed)
+    if cfg.backbone.frozen_dtype:  # after the dtype cast above, which would widen them again
+        narrow_frozen_linears(model.backbone.dit.blocks, getattr(torch, cfg.backbone.frozen_dtype))
     return model

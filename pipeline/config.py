@@ -65,7 +65,8 @@ class TrainConfig:
     max_failures: int = 3  # worker restarts from the last checkpoint before the run fails
     log_every: int = 10
     plot_every: int = 1000
-    # Memory levers; the defaults fit the paper step in 14 GiB (benchmarks/train_throughput.py part B):
+    # Memory levers; with the paper preset's frozen bf16 weights the defaults fit its step in 12 GiB
+    # (benchmarks/train_throughput.py part B):
     separate_branch_passes: bool = True  # video then action forward/backward: one branch's activations at a time
     checkpoint_blocks: int = -1  # activation checkpointing of the first k backbone blocks of each pass (-1 = all)
     # of those, the first m recompute everything; the others keep matmul and attention outputs
@@ -118,6 +119,10 @@ def validate(cfg: Config) -> None:
     if cfg.model.backbone.text_dim != cfg.cache.text.dim:
         problems.append(f"model.backbone.text_dim={cfg.model.backbone.text_dim} must equal cache.text.dim="
                         f"{cfg.cache.text.dim}: the backbone reads the cached text embeddings")
+    floats = ("float32", "bfloat16", "float16")
+    if cfg.model.backbone.frozen_dtype not in ("", *floats):
+        problems.append(f"model.backbone.frozen_dtype={cfg.model.backbone.frozen_dtype!r}: use one of "
+                        f"{', '.join(floats)}, or empty for the model's dtype")
     if cfg.preset == "paper":
         problems += paper_departures(cfg)
     if problems:

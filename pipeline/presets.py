@@ -27,6 +27,9 @@ def paper() -> Config:
     cfg.eval.max_steps = 400
     cfg.eval.noop_steps = 30
     cfg.eval.replan_every = 10
+    # Wan2.1 is run in bf16: its frozen blocks' weights are stored so (matmuls stay in the model's dtype),
+    # which takes a training step from ~14.8 to ~12 GiB (model/frozen_weights.py, benchmarks/RESULTS.md)
+    cfg.model.backbone.frozen_dtype = "bfloat16"
     return cfg
 
 

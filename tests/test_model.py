@@ -246,3 +246,33 @@ def test_separate_branch_passes_give_the_joint_gradients():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="branch"):
         model(batch, branch="audio")
+
+def test_frozen_weights_stored_in_bf16_compute_as_their_fp32_values():
+    """`model.backbone.frozen_dtype=bfloat16` halves the frozen blocks' bytes; the step equals fp32 on those values."""
+    cfg = tiny_config(freeze=True, frozen_dtype="bfloat16")  # frozen as in the paper (the demo trains its DiT)
+    torch.manual_seed(0)
+    narrow = build_model(cfg)
+    torch.manual_seed(0)
+    wide = build_model(tiny_config(freeze=True))
+    with torch.no_grad():  # the fp32 model holds exactly the values the bf16 one stores
+        for m in wide.backbone.dit.blocks.modules():
+            if type(m) is torch.nn.Linear and not m.weight.requires_grad:
+                m.weight.copy_(m.weight.bfloat16().float())
+                if m.bias is not None:
+                    m.bias.copy_(m.bias.bfloat16().float())
+    frozen = [p for p in narrow.backbone.dit.blocks.parameters() if not p.requires_grad and p.ndim == 2]
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+    assert all(p.dtype == torch.float32 for p in narrow.parameters() if p.requires_grad)
+    randomize_lora(narrow)
+    randomize_lora(wide)
+    batch = tiny_batch(cfg)
+    for blocks in (0, -1):  # plain, and selective activation checkpointing
+        narrow.backbone.checkpoint_blocks = wide.backbone.checkpoint_blocks = blocks
+        loss_n, grads_n = _grads_of(narrow, [(batch, "both")])
+        loss_w, grads_w = _grads_of(wide, [(batch, "both")])
+        torch.testing.assert_close(loss_n, loss_w, rtol=0, atol=0)
+        for a, b in zip(grads_n, grads_w):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    with torch.no_grad():  # merged for inference: LoRA folds into the bf16 weights
+        merged = narrow.for_inference().predict_actions(batch)
+        assert torch.isfinite(merged).all()
