@@ -14,7 +14,8 @@ DEMO = ["demo.tasks=[reach-v3]", "demo.episodes_per_task=2", "demo.width=32", "d
 CACHE = [
     "cache.image_height=32", "cache.image_width=32", "cache.num_frames=5", "cache.frame_stride=2",
     "cache.action_horizon=4", "cache.sample_stride=4", "cache.samples_per_shard=16", "cache.encode_batch_size=8",
-    "cache.vae.base_dim=8", "cache.vae.dim_mult=[1,1,1,1]", "cache.vae.num_res_blocks=1",
+    "cache.vae.base_dim=8", "cache.vae.dim_mult=[1,1,1,1]", "cache.vae.temporal_downsample=[false,true,true]",
+    "cache.vae.num_res_blocks=1", "cache.latent_downsample=2",
     "cache.text.encoder=minilm", "cache.text.max_tokens=32", "cache.text.dim=384",
     "model.action_horizon=4",  # the expert predicts the chunks the cache stores
 ]
