@@ -41,9 +41,8 @@ class NarrowFrozenLinear(nn.Linear):
         return _WidenedLinear.apply(x, self.weight, self.bias)
 
 
-def narrow_frozen_linears(module: nn.Module, dtype: torch.dtype) -> int:
-    """Store every frozen `nn.Linear` weight (and bias) of `module` in `dtype`; returns the parameters narrowed."""
-    count = 0
+def narrow_frozen_linears(module: nn.Module, dtype: torch.dtype) -> None:
+    """Store every frozen `nn.Linear` weight (and bias) of `module` in `dtype`."""
     for sub in module.modules():
         if type(sub) is nn.Linear and not sub.weight.requires_grad and sub.weight.dtype != dtype:
             if sub.bias is not None and sub.bias.requires_grad:
@@ -52,5 +51,3 @@ def narrow_frozen_linears(module: nn.Module, dtype: torch.dtype) -> int:
             sub.weight.data = sub.weight.data.to(dtype)
             if sub.bias is not None:
                 sub.bias.data = sub.bias.data.to(dtype)
-            count += sub.weight.numel() + (sub.bias.numel() if sub.bias is not None else 0)
-    return count

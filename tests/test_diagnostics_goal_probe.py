@@ -1,9 +1,10 @@
-"""diagnostics/goal_probe.py: the probe reads back what it was given, from real renders with the true positions."""
+"""diagnostics/goal_probe.py and its learners: the probe reads back what it was given, from real renders."""
 
 import numpy as np
 import torch
 
 import diagnostics.goal_probe as probe
+import diagnostics.position_probes as learners
 
 
 def test_ridge_recovers_a_linear_map_on_new_inputs():
@@ -11,15 +12,15 @@ def test_ridge_recovers_a_linear_map_on_new_inputs():
     x = torch.randn(60, 4, 5, generator=gen)
     w = torch.randn(20, 3, generator=gen)
     y = x.flatten(1) @ w + torch.tensor([0.1, 0.7, 0.2])
-    pred = probe.ridge(x[:40], y[:40], x[40:])
+    pred = learners.ridge(x[:40], y[:40], x[40:])
     assert (pred - y[40:]).abs().max() < 0.05
 
 
 def test_ridge_cannot_read_noise():
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(60, 20, generator=gen), torch.randn(60, 3, generator=gen)
-    err, _ = probe.score(probe.ridge(x[:40], y[:40], x[40:]), y[40:])
-    chance, _ = probe.score(y[:40].mean(0).expand(20, 3), y[40:])
+    err, _ = learners.score(learners.ridge(x[:40], y[:40], x[40:]), y[40:])
+    chance, _ = learners.score(y[:40].mean(0).expand(20, 3), y[40:])
     assert err > 0.9 * chance
 
 
