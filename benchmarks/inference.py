@@ -11,8 +11,11 @@ mark) is its own. Paths:
     vae2d  the exact single-frame VAE encode with 2-D convs (model/vae_single_frame.py);
     kv     the text's cross-attention K/V kept per prompt (model/prompt_kv.py);
            computing them once per task is reported apart, as `prompt s`;
-    bf16   bf16 weights for the model and the VAE (fast only with avx512_bf16/amx_bf16).
-  The policy (model/policy.py) runs fast+vae2d+kv, in the model's dtype.
+    bf16   bf16 weights for the model and the VAE (fast only with avx512_bf16/amx_bf16);
+    narrow the DiT blocks' weights stored in bf16, each widened for its fp32 matmul
+           (model/frozen_weights.py): memory, not speed.
+  The policy (model/policy.py) runs fast+vae2d+kv in the model's dtype, +narrow where the
+  preset sets `model.backbone.frozen_dtype` (`paper`).
 Weights are random (built on `meta`, filled cheaply): cost does not depend on values.
 `CPU s` is the step's process CPU time (all threads): less moved by other load than wall time.
 `act diff` is the max |difference| of the normalized action chunk against the
@@ -49,6 +52,7 @@ def _reset_rss_peak() -> None:
 def child(preset: str, path: str, runs: int, warmup: int, threads: int) -> dict:
     import torch
 
+    from model.frozen_weights import narrow_frozen_linears
     from model.light_wam import build_model
     from model.prompt_kv import PromptKV
     from model.vae import build_vae, encode
@@ -56,8 +60,10 @@ def child(preset: str, path: str, runs: int, warmup: int, threads: int) -> dict:
     from pipeline.presets import PRESETS
 
     base, *levers = path.split("+")
-    if base not in ("plain", "fast") or (levers and base != "fast") or set(levers) - {"vae2d", "kv", "bf16"}:
-        raise ValueError(f"path {path!r}: plain, fast, or fast+ any of vae2d, kv, bf16")
+    if base not in ("plain", "fast") or (levers and base != "fast") or set(levers) - {"vae2d", "kv", "bf16", "narrow"}:
+        raise ValueError(f"path {path!r}: plain, fast, or fast+ any of vae2d, kv, bf16, narrow")
+    if {"bf16", "narrow"} <= set(levers):
+        raise ValueError(f"path {path!r}: narrow stores fp32 weights in bf16; with bf16 they already are")
     torch.set_num_threads(threads)
     cfg = PRESETS[preset]()
     t0 = time.perf_counter()
@@ -68,7 +74,9 @@ def child(preset: str, path: str, runs: int, warmup: int, threads: int) -> dict:
     model = build_model(cfg.model, inference=fast, fast_init=True)
     model = model.for_inference() if fast else model.eval().requires_grad_(False)
     dtype = torch.bfloat16 if "bf16" in levers else torch.float32
-    model, vae = model.to(dtype), vae.to(dtype)
+    model, vae = model.to(dtype), vae.to(dtype)  # also widens frozen weights a preset stores narrow
+    if "narrow" in levers:
+        narrow_frozen_linears(model.backbone.dit.blocks, torch.bfloat16)
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand back what setup freed
     setup_s, setup_peak = time.perf_counter() - t0, machine.peak_gib()
@@ -133,7 +141,8 @@ def child(preset: str, path: str, runs: int, warmup: int, threads: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="paper,demo")
-    ap.add_argument("--paths", default="plain,fast,fast+vae2d,fast+kv,fast+bf16,fast+vae2d+kv,fast+vae2d+kv+bf16")
+    ap.add_argument("--paths", default="plain,fast,fast+vae2d,fast+kv,fast+bf16,fast+narrow,fast+vae2d+kv,"
+                                       "fast+vae2d+kv+narrow,fast+vae2d+kv+bf16")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
@@ -161,7 +170,7 @@ def main() -> None:
 
     print(f"\nmachine: {machine.describe(args.threads)}; bf16: {bf16_note()}; batch 1, "
           f"median of {args.runs} after {args.warmup} warm-up, malloc {args.malloc}")
-    head = (f"{'preset':7} {'path':19} {'blocks':>6} {'step s':>7} {'CPU s':>7} {'VAE s':>6} {'DiT s':>6} {'expert s':>8} "
+    head = (f"{'preset':7} {'path':21} {'blocks':>6} {'step s':>7} {'CPU s':>7} {'VAE s':>6} {'DiT s':>6} {'expert s':>8} "
             f"{'prompt s':>8} {'step GiB':>8} {'setup GiB':>9} {'vs fast':>7} {'act diff':>8}")
     print(head + "\n" + "-" * len(head))
     by = {(r["preset"], r["path"]): r for r in rows}
@@ -169,7 +178,7 @@ def main() -> None:
         ref = by.get((r["preset"], "fast"))
         ratio = f"{r['step_s'] / ref['step_s']:.2f}x" if ref else "-"
         diff = f"{max(abs(a - b) for a, b in zip(r['actions'], ref['actions'])):.1e}" if ref else "-"
-        print(f"{r['preset']:7} {r['path']:19} {r['blocks']:>6} {r['step_s']:>7.3f} {r['cpu_s']:>7.3f} {r['vae_s']:>6.3f} {r['dit_s']:>6.3f} "
+        print(f"{r['preset']:7} {r['path']:21} {r['blocks']:>6} {r['step_s']:>7.3f} {r['cpu_s']:>7.3f} {r['vae_s']:>6.3f} {r['dit_s']:>6.3f} "
               f"{r['expert_s']:>8.3f} {r['prompt_s']:>8.3f} {r['step_peak_gib']:>8.2f} {r['setup_peak_gib']:>9.2f} "
               f"{ratio:>7} {diff:>8}")
     for preset in args.presets.split(","):

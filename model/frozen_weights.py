@@ -43,8 +43,8 @@ class NarrowFrozenLinear(nn.Linear):
 
 def narrow_frozen_linears(module: nn.Module, dtype: torch.dtype) -> None:
     """Store every frozen `nn.Linear` weight (and bias) of `module` in `dtype`."""
-    for sub in module.modules():
-        if type(sub) is nn.Linear and not sub.weight.requires_grad and sub.weight.dtype != dtype:
+    for sub in module.modules():  # a NarrowFrozenLinear widened by `.to()` is narrowed again
+        if type(sub) in (nn.Linear, NarrowFrozenLinear) and not sub.weight.requires_grad and sub.weight.dtype != dtype:
             if sub.bias is not None and sub.bias.requires_grad:
                 continue
             sub.__class__ = NarrowFrozenLinear  # same state, a forward that widens the weight per call
