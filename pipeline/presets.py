@@ -151,13 +151,8 @@ def bench_prior() -> Config:
     # about 4 hours of two cores in all (benchmarks/prior_pilot.md)
     cfg.pretrain.before_run = True
     cfg.corpus.episodes_per_task = 20
-    # The VAE at 4x spatial compression (16x16 latents per 64x64 view), chosen by the goal probe: fitted at 4x,
-    # its latents locate goals from 20 layouts as well as the pixels do, the fitted 8x VAE's far less
-    # (docs/results-log.md). The action pass reads 4x the tokens (about 1.5x the bench step); the video
-    # branch's clip is pooled 4x4, to the 8x VAE's size.
-    cfg.cache.vae.dim_mult = [1, 2, 2]
-    cfg.cache.vae.temporal_downsample = [True, True]
-    cfg.cache.latent_downsample = 4
+    # The VAE keeps Wan's 8x spatial compression: fitted at 4x its latents locate goals better (goal probe), but
+    # arm A scored no better on it at 1.8x the training time (docs/options.md, "The prior's VAE fit").
     # the VAE fit: single frames first (the spatial path, what the expert reads), then clips (the temporal layers)
     cfg.vae_fit.max_frames = 8192
     cfg.vae_fit.fit.frame_steps = 800
