@@ -51,3 +51,13 @@ def narrow_frozen_linears(module: nn.Module, dtype: torch.dtype) -> None:
             sub.weight.data = sub.weight.data.to(dtype)
             if sub.bias is not None:
                 sub.bias.data = sub.bias.data.to(dtype)
+
+
+def widen_frozen_linears(module: nn.Module, dtype: torch.dtype) -> None:
+    """Store every narrowed frozen weight of `module` in `dtype` again (merging LoRA into a bf16 weight would
+    round the sum: the merged model would no longer compute what was trained)."""
+    for sub in module.modules():
+        if isinstance(sub, NarrowFrozenLinear) and sub.weight.dtype != dtype:
+            sub.weight.data = sub.weight.data.to(dtype)
+            if sub.bias is not None:
+                sub.bias.data = sub.bias.data.to(dtype)

@@ -28,7 +28,7 @@ from torch import nn
 from model.backbone import WanBackbone, reset_rope
 from model.config import ModelConfig
 from model.expert import StateFusionActionExpert
-from model.frozen_weights import narrow_frozen_linears
+from model.frozen_weights import narrow_frozen_linears, widen_frozen_linears
 from model.shortcut import Shortcut
 from model.vae import encode
 from model.video_objective import masked_video_loss, noise_clip, sample_future
@@ -130,7 +130,10 @@ class LightWAM(nn.Module):
         return self.shortcut(batch["proprio"], batch.get("current_pixels"))
 
     def for_inference(self) -> "LightWAM":
-        """Merge LoRA into the weights, drop LoRA modules and unused blocks; frozen, eval. Irreversible."""
+        """Merge LoRA into the weights, drop LoRA modules and unused blocks; frozen, eval. Irreversible.
+
+        Frozen weights stored narrow are widened to the model's dtype first, so the merge is exact."""
+        widen_frozen_linears(self.backbone.dit.blocks, getattr(torch, self.cfg.dtype))
         self.backbone.merge_and_unload()
         self.backbone.drop_unused_blocks()
         self.inference_only = True
