@@ -14,8 +14,8 @@ mark) is its own. Paths:
     bf16   bf16 weights for the model and the VAE (fast only with avx512_bf16/amx_bf16);
     narrow the DiT blocks' weights stored in bf16, each widened for its fp32 matmul
            (model/frozen_weights.py): memory, not speed.
-  The policy (model/policy.py) runs fast+vae2d+kv in the model's dtype, +narrow where the
-  preset sets `model.backbone.frozen_dtype` (`paper`).
+  The policy (model/policy.py) runs fast+vae2d+kv in the model's dtype (its LoRA merged into
+  weights widened from any a preset stores narrow, so narrow is a lever here, not the policy's).
 Weights are random (built on `meta`, filled cheaply): cost does not depend on values.
 `CPU s` is the step's process CPU time (all threads): less moved by other load than wall time.
 `act diff` is the max |difference| of the normalized action chunk against the

@@ -48,9 +48,7 @@ def narrow_frozen_linears(module: nn.Module, dtype: torch.dtype) -> None:
             if sub.bias is not None and sub.bias.requires_grad:
                 continue
             sub.__class__ = NarrowFrozenLinear  # same state, a forward that widens the weight per call
-            sub.weight.data = sub.weight.data.to(dtype)
-            if sub.bias is not None:
-                sub.bias.data = sub.bias.data.to(dtype)
+            _store(sub, dtype)
 
 
 def widen_frozen_linears(module: nn.Module, dtype: torch.dtype) -> None:
@@ -58,6 +56,10 @@ def widen_frozen_linears(module: nn.Module, dtype: torch.dtype) -> None:
     round the sum: the merged model would no longer compute what was trained)."""
     for sub in module.modules():
         if isinstance(sub, NarrowFrozenLinear) and sub.weight.dtype != dtype:
-            sub.weight.data = sub.weight.data.to(dtype)
-            if sub.bias is not None:
-                sub.bias.data = sub.bias.data.to(dtype)
+            _store(sub, dtype)
+
+
+def _store(linear: nn.Linear, dtype: torch.dtype) -> None:
+    linear.weight.data = linear.weight.data.to(dtype)
+    if linear.bias is not None:
+        linear.bias.data = linear.bias.data.to(dtype)
