@@ -132,10 +132,11 @@ class LightWAM(nn.Module):
     def for_inference(self) -> "LightWAM":
         """Merge LoRA into the weights, drop LoRA modules and unused blocks; frozen, eval. Irreversible.
 
-        Frozen weights stored narrow are widened to the model's dtype first, so the merge is exact."""
+        Unused blocks go first (nothing is widened or merged for them); frozen weights stored narrow are then
+        widened to the model's dtype, so the merge is exact."""
+        self.backbone.drop_unused_blocks()
         widen_frozen_linears(self.backbone.dit.blocks, getattr(torch, self.cfg.dtype))
         self.backbone.merge_and_unload()
-        self.backbone.drop_unused_blocks()
         self.inference_only = True
         return self.eval().requires_grad_(False)
 
